@@ -1,0 +1,68 @@
+"""The one interface every sandbox engine implements.
+
+A sandbox runs ``python -m grader.runner`` for ONE stage of ONE submission and reports how the process
+ended. It never interprets what the student's code wrote: the judge does that, on the host, from the
+files in ``out_dir``. Engines: ``local`` (a child process with namespaces and rlimits) and ``docker``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+__all__ = ["SandboxRequest", "SandboxRun", "Sandbox", "InfrastructureError", "runner_argv"]
+
+
+class InfrastructureError(RuntimeError):
+    """The grader's machinery failed (Docker down, no disk): retry, never score it as the student's zero."""
+
+
+@dataclass(frozen=True)
+class SandboxRequest:
+    """Everything an engine needs to run one stage. Paths are host paths."""
+
+    submission_dir: Path  # clean copy of the student's files; put on sys.path, never imported by the host
+    job_dir: Path  # inputs written by the host (job.json + .npy arrays); mounted read-only
+    out_dir: Path  # empty folder for this stage's outputs; the only place the student may write to keep
+    stage: str  # "import" | "unit" | "model" | "overfit" | "train"
+    timeout_s: float  # wall clock for the whole stage, then the process group / container is killed
+    memory_mb: int  # address-space (local) or cgroup (docker) limit
+    threads: int = 1  # torch intra-op threads (fixed for reproducibility)
+    gpu: str | None = None  # GPU index the scheduler assigned, or None for CPU
+    hidden_paths: tuple[Path, ...] = ()  # host paths the student must not see (reference/, labels, cache)
+    max_output_bytes: int = 64_000  # stdout/stderr kept (head and tail), the rest is dropped
+    max_processes: int = 256
+    max_file_mb: int = 512
+
+
+@dataclass(frozen=True)
+class SandboxRun:
+    """How the stage's process ended. Never says anything about correctness."""
+
+    exit_code: int | None
+    timed_out: bool
+    out_of_memory: bool
+    duration_s: float
+    stdout: str  # truncated to max_output_bytes, with a marker where bytes were dropped
+    stderr: str
+    output_truncated: bool
+    isolation: str  # human-readable: what this run was isolated by (and what the kernel refused)
+    engine_info: dict = field(default_factory=dict)  # e.g. image id, container id; goes to provenance
+
+
+class Sandbox(Protocol):
+    name: str
+
+    def run(self, request: SandboxRequest) -> SandboxRun:
+        """Run one stage. Raise InfrastructureError when the engine itself fails."""
+        ...
+
+    def describe(self) -> dict:
+        """Versions / image id / isolation summary, recorded in each result's provenance."""
+        ...
+
+
+def runner_argv(python: str, job_dir: str, out_dir: str, submission_dir: str, stage: str) -> list[str]:
+    """The command both engines run inside the sandbox (paths as seen from inside)."""
+    return [python, "-m", "grader.runner", "--job", job_dir, "--out", out_dir,
+            "--submission", submission_dir, "--stage", stage]
