@@ -1,0 +1,159 @@
+"""The path of one submission: stages in the sandbox, judged on the host, scored, written atomically.
+
+``Batch`` holds what is computed once per batch (job folder, expected outputs); ``grade_submission`` runs
+one student's stages in order, skipping a stage whose checks cannot run (missing function, a required
+check failed), and turns every failure into data.
+"""
+from __future__ import annotations
+
+import dataclasses
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from grader import __version__
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from grader.intake import Rejected, Submission
+from grader.judge import JudgeContext, StageResult, judge_check, skipped
+from grader.outputs import OutputError, StageOutputs, read_stage
+from grader.results import CheckResult, SubmissionResult, write_result
+from grader.rubric import FUNCTIONS_OF_KIND, STAGE_OF_KIND, CheckSpec, Rubric
+from grader.sandbox.base import InfrastructureError, Sandbox, SandboxRequest
+from grader.scoring import score_submission
+
+__all__ = ["Batch", "grade_submission", "rejected_result", "write_artifacts"]
+
+INFRA_RETRIES = 2
+
+
+@dataclass(frozen=True)
+class Batch:
+    rubric: Rubric
+    ctx: JudgeContext
+    sandbox: Sandbox
+    hidden_paths: tuple[Path, ...]  # what the student must not see (reference/, cache with labels, results)
+    scratch: Path  # where per-run folders are made (not hidden)
+    device: str = "cpu"
+    gpu: str | None = None
+    provenance: dict = field(default_factory=dict)
+
+
+def _run_stage(batch: Batch, sub: Submission, stage: str, run_dir: Path) -> StageResult:
+    out = run_dir / stage
+    budget = batch.rubric.budgets.of(stage)
+    request = SandboxRequest(submission_dir=sub.path, job_dir=batch.ctx.plan.job_dir, out_dir=out, stage=stage,
+                             timeout_s=budget.timeout_s, memory_mb=budget.memory_mb, threads=batch.rubric.threads,
+                             gpu=batch.gpu, hidden_paths=batch.hidden_paths,
+                             max_output_bytes=batch.rubric.max_output_kb * 1024)
+    for attempt in range(INFRA_RETRIES + 1):
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        try:
+            run = batch.sandbox.run(request)
+            break
+        except InfrastructureError:
+            if attempt == INFRA_RETRIES:
+                raise
+            time.sleep(1 + attempt)
+    try:
+        return StageResult(stage, run, read_stage(out, stage), budget)
+    except OutputError as exc:
+        return StageResult(stage, run, StageOutputs(out, {}), budget, problem=str(exc))
+
+
+def _import_verdict(stage: StageResult) -> tuple[str | None, set[str], str]:
+    """(ungradable reason, names present, why checks are skipped)."""
+    err = stage.outputs.record("import_error")
+    names = stage.outputs.record("names") or {}
+    if err and err.get("syntax"):
+        return (f"segmentation.py does not compile: {err.get('error')}. Fix the syntax error (run "
+                "`python segmentation.py` locally) and resubmit.", set(), "")
+    if err:
+        return None, set(), f"importing segmentation.py raised {str(err.get('error')).splitlines()[0][:300]}"
+    if stage.run.timed_out:
+        return None, set(), f"importing segmentation.py took longer than {stage.budget.timeout_s:g} s"
+    present = names.get("present")
+    if not isinstance(present, list):
+        return None, set(), f"importing segmentation.py crashed the interpreter (exit code {stage.run.exit_code})"
+    return None, {n for n in present if isinstance(n, str)}, ""
+
+
+def grade_submission(batch: Batch, sub: Submission) -> tuple[SubmissionResult, dict]:
+    """Grade one submission. Returns the result and the artefacts (npz name -> arrays) for the report."""
+    rubric, durations, stages, artifacts = batch.rubric, {}, {}, {}
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{sub.student[:40]}-", dir=batch.scratch))
+    try:
+        stages["import"] = _run_stage(batch, sub, "import", run_dir)
+        durations["import"] = round(stages["import"].run.duration_s, 3)
+        ungradable, present, import_skip = _import_verdict(stages["import"])
+        if ungradable:
+            return _finish(batch, sub, [skipped(c, "the submission does not compile") for c in rubric.checks],
+                           durations, stages, status="ungradable", message=ungradable), {}
+        results: dict[str, CheckResult] = {}
+        for check in rubric.checks:
+            why = _skip_reason(check, present, import_skip, results)
+            if why:  # the student's own failure (missing name, failed prerequisite) fails the check
+                results[check.id] = skipped(check, why) if import_skip else _not_run(check, why)
+                continue
+            stage = STAGE_OF_KIND[check.kind]
+            if stage not in stages:
+                stages[stage] = _run_stage(batch, sub, stage, run_dir)
+                durations[stage] = round(stages[stage].run.duration_s, 3)
+            judged = judge_check(check, stages[stage], batch.ctx)
+            results[check.id] = judged.result
+            artifacts.update(judged.artifacts)
+        return _finish(batch, sub, list(results.values()), durations, stages), artifacts
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _skip_reason(check: CheckSpec, present: set[str], import_skip: str, results: dict[str, CheckResult]) -> str:
+    if import_skip:
+        return import_skip
+    missing = [n for n in FUNCTIONS_OF_KIND[check.kind] if n not in present]
+    if missing:
+        return f"segmentation.py does not define {', '.join(f'`{n}`' for n in missing)}"
+    failed = [r for r in check.requires if results.get(r) is None or results[r].status != "passed"]
+    return f"it requires {', '.join(failed)} to pass first" if failed else ""
+
+
+def _not_run(check: CheckSpec, why: str) -> CheckResult:
+    """A missing function or a failed prerequisite is the student's failure, not a skip."""
+    advice = (" Define it with the signature of the template (student_template/segmentation.py)."
+              if "define" in why else "")
+    return dataclasses.replace(skipped(check, why), status="failed", message=f"Not run: {why}.{advice}")
+
+
+def _finish(batch: Batch, sub: Submission, checks: list[CheckResult], durations: dict, stages: dict,
+            *, status: str = "graded", message: str = "") -> SubmissionResult:
+    isolation = {s: r.run.isolation for s, r in stages.items()}
+    provenance = {**batch.provenance, "submission_hash": sub.content_hash, "durations_s": durations,
+                  "sandbox": {**batch.sandbox.describe(), "isolation": next(iter(isolation.values()), "")},
+                  "graded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  "intake_notes": list(sub.notes)}
+    return score_submission(student=sub.student, checks=checks, rubric=batch.rubric, status=status,
+                            message=message, provenance=provenance)
+
+
+def rejected_result(rubric: Rubric, rejected: Rejected) -> SubmissionResult:
+    checks = [skipped(c, "the submission could not be read") for c in rubric.checks]
+    return score_submission(student=rejected.student, checks=checks, rubric=rubric, status="ungradable",
+                            message=f"{rejected.reason} (from {rejected.source}). Fix it and resubmit.",
+                            provenance={"grader_version": __version__, "python_version": platform.python_version()})
+
+
+def write_artifacts(student_dir: Path, artifacts: dict[str, dict[str, np.ndarray]]) -> None:
+    folder = student_dir / "artifacts"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, arrays in artifacts.items():
+        tmp = folder / f".{name}.tmp.npz"
+        np.savez_compressed(tmp, **arrays)
+        tmp.replace(folder / f"{name}.npz")

@@ -1,0 +1,247 @@
+"""rubric.yaml -> frozen dataclasses, validated.
+
+Every key has a type and (where sensible) a default, declared once, in the dataclasses below. An unknown
+key, a wrong type or a missing field raises RubricError naming the YAML path (``checks[3].atol``), so an
+instructor tuning the rubric learns exactly which line to fix.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+__all__ = [
+    "RubricError", "Rubric", "DatasetSpec", "StageBudget", "Budgets", "CheckSpec",
+    "CHECK_KINDS", "STAGE_OF_KIND", "FUNCTIONS_OF_KIND", "load_rubric", "parse_rubric",
+]
+
+Visibility = Literal["visible", "hidden", "after_due_date"]
+# Which stage runs a check kind, and which student names it needs.
+STAGE_OF_KIND = {
+    "transpose_conv": "unit", "bilinear_kernel": "unit", "confusion_matrix": "unit",
+    "mean_iou": "unit", "pixel_accuracy": "unit", "model_shapes": "model",
+    "overfit": "overfit", "full_training": "train",
+}
+FUNCTIONS_OF_KIND = {
+    "transpose_conv": ("transpose_conv2d",), "bilinear_kernel": ("bilinear_kernel",),
+    "confusion_matrix": ("confusion_matrix",), "mean_iou": ("mean_iou",),
+    "pixel_accuracy": ("pixel_accuracy",), "model_shapes": ("SegNet",),
+    "overfit": ("SegNet", "overfit_single_example"), "full_training": ("SegNet", "train"),
+}
+CHECK_KINDS = tuple(STAGE_OF_KIND)
+
+
+class RubricError(ValueError):
+    """The rubric is invalid; the message names the YAML path and what to write instead."""
+
+
+@dataclass(frozen=True)
+class StageBudget:
+    timeout_s: float = 120.0  # wall clock for the stage, then the sandbox is killed
+    memory_mb: int = 4096  # address space (local) / cgroup memory (docker)
+
+
+@dataclass(frozen=True)
+class Budgets:
+    import_: StageBudget = StageBudget(timeout_s=60)
+    unit: StageBudget = StageBudget()
+    model: StageBudget = StageBudget()
+    overfit: StageBudget = StageBudget(timeout_s=300)
+    train: StageBudget = StageBudget(timeout_s=600)
+
+    def of(self, stage: str) -> StageBudget:
+        return getattr(self, "import_" if stage == "import" else stage)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    kind: Literal["embedded", "voc"] = "embedded"
+    voc_root: str | None = None  # folder that contains VOCdevkit/VOC2012 (kind: voc)
+    size: int = 64  # images are resized / cropped / padded to size x size for training and evaluation
+    n_train: int = 240  # embedded only
+    n_val: int = 60  # embedded only
+    seed: int = 0  # embedded generator seed
+    train_split: str = "train"
+    eval_split: str = "val"
+    max_train_images: int | None = None  # cap for quick rubrics
+    max_eval_images: int | None = None
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """One graded check. Keys that do not apply to a kind are rejected by validation."""
+
+    id: str
+    kind: str  # one of CHECK_KINDS
+    name: str
+    points: float
+    visibility: Visibility = "visible"
+    requires: tuple[str, ...] = ()  # ids of checks that must pass first, else this one is skipped
+    seed: int = 0  # seeds the check's inputs (unit) or the student's training (overfit / full_training)
+    cases: int = 20  # random cases (unit kinds)
+    edge_cases: bool = True  # crafted cases: lecture example, void, absent classes, all-void ...
+    atol: float = 1e-5
+    rtol: float = 1e-4
+    factors: tuple[int, ...] = (2, 3, 4)  # bilinear_kernel
+    input_sizes: tuple[tuple[int, int, int], ...] = ((2, 64, 64), (1, 65, 67), (1, 97, 31))  # (N, H, W)
+    min_parameters: int = 1_000
+    max_parameters: int = 50_000_000
+    epochs: int = 40  # overfit / full_training
+    loss_bound: float = 0.05  # overfit: a loss below this within the epochs
+    min_pixel_accuracy: float = 0.95  # overfit: on the example, computed by the host
+    prediction_mode: Literal["train", "eval", "either"] = "either"  # overfit: which mode's logits count
+    image_size: int = 128  # overfit: the example is resized to this (stride-8/16 encoders need room)
+    example_index: int = 0  # overfit: which training image
+    batch_size: int = 16  # full_training
+    grading: Literal["threshold", "band"] = "band"  # full_training
+    threshold: float = 0.5  # full_training, grading: threshold
+    floor: float | None = None  # band: 0 points at or below; None = mIoU of the all-background predictor
+    bar: float = 0.5  # band: full points at or above
+
+
+_KIND_KEYS = {
+    "transpose_conv": {"seed", "cases", "edge_cases", "atol", "rtol"},
+    "bilinear_kernel": {"factors", "atol", "rtol"},
+    "confusion_matrix": {"seed", "cases", "edge_cases"},
+    "mean_iou": {"seed", "cases", "edge_cases", "atol", "rtol"},
+    "pixel_accuracy": {"seed", "cases", "edge_cases", "atol", "rtol"},
+    "model_shapes": {"seed", "input_sizes", "min_parameters", "max_parameters"},
+    "overfit": {"seed", "epochs", "loss_bound", "min_pixel_accuracy", "prediction_mode", "image_size",
+                "example_index"},
+    "full_training": {"seed", "epochs", "batch_size", "grading", "threshold", "floor", "bar"},
+}
+_COMMON_KEYS = {"id", "kind", "name", "points", "visibility", "requires"}
+
+
+@dataclass(frozen=True)
+class Rubric:
+    assignment: str
+    checks: tuple[CheckSpec, ...]
+    dataset: DatasetSpec = DatasetSpec()
+    budgets: Budgets = Budgets()
+    num_classes: int = 21
+    threads: int = 2  # torch threads inside each sandbox (fixed: same submission, same grade)
+    max_output_kb: int = 64  # stdout/stderr kept per stage
+    source_hash: str = ""  # sha256 of the YAML text, set by the loader
+
+    @property
+    def max_score(self) -> float:
+        return float(sum(c.points for c in self.checks))
+
+    def check(self, check_id: str) -> CheckSpec:
+        return next(c for c in self.checks if c.id == check_id)
+
+    def stages(self) -> list[str]:
+        """Stages this rubric needs, in execution order (import always first)."""
+        used = {STAGE_OF_KIND[c.kind] for c in self.checks}
+        return ["import"] + [s for s in ("unit", "model", "overfit", "train") if s in used]
+
+
+def load_rubric(path: Path) -> Rubric:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RubricError(f"cannot read rubric {path}: {exc.strerror}; pass --rubric PATH") from exc
+    return parse_rubric(text)
+
+
+def parse_rubric(text: str) -> Rubric:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RubricError(f"rubric is not valid YAML: {exc}") from exc
+    rubric = _build(Rubric, data, "")
+    _validate(rubric, data)
+    return dataclasses.replace(rubric, source_hash=hashlib.sha256(text.encode()).hexdigest())
+
+
+def _validate(rubric: Rubric, data: dict) -> None:
+    ids = [c.id for c in rubric.checks]
+    if not ids:
+        raise RubricError("checks: the rubric has no checks; add at least one")
+    for i, (check, raw) in enumerate(zip(rubric.checks, data["checks"])):
+        where = f"checks[{i}]"
+        if check.kind not in CHECK_KINDS:
+            raise RubricError(f"{where}.kind: {check.kind!r} is not one of {', '.join(CHECK_KINDS)}")
+        extra = set(raw) - _COMMON_KEYS - _KIND_KEYS[check.kind]
+        if extra:
+            raise RubricError(f"{where}.{sorted(extra)[0]}: not a setting of a {check.kind} check "
+                              f"(allowed: {', '.join(sorted(_KIND_KEYS[check.kind]))})")
+        if ids.count(check.id) > 1:
+            raise RubricError(f"{where}.id: {check.id!r} is used twice; ids must be unique")
+        if check.points < 0:
+            raise RubricError(f"{where}.points: must be >= 0")
+        for req in check.requires:
+            if req not in ids[:i]:
+                raise RubricError(f"{where}.requires: {req!r} is not the id of an earlier check")
+        if check.kind == "full_training" and check.floor is not None and check.floor >= check.bar:
+            raise RubricError(f"{where}.floor: must be below bar ({check.bar})")
+    if rubric.dataset.kind == "voc" and not rubric.dataset.voc_root:
+        raise RubricError("dataset.voc_root: required when dataset.kind is voc (the folder containing VOCdevkit)")
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    """Build dataclass ``cls`` from YAML data, checking keys and types; errors name ``path``."""
+    if not isinstance(data, dict):
+        raise RubricError(f"{path or 'rubric'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source_hash"}
+    yaml_name = {name: name.rstrip("_") for name in fields}  # import_ is spelled "import" in YAML
+    known = {yaml_name[n]: n for n in fields}
+    for key in data:
+        if key not in known:
+            raise RubricError(f"{_join(path, key)}: unknown key; known keys: {', '.join(sorted(known))}")
+    kwargs = {}
+    for key, name in known.items():
+        field = fields[name]
+        if key not in data:
+            if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+                raise RubricError(f"{_join(path, key)}: missing (required)")
+            continue
+        kwargs[name] = _coerce(hints[name], data[key], _join(path, key))
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, path: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, path)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, path)
+    if origin is Literal:
+        if value not in args:
+            raise RubricError(f"{path}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise RubricError(f"{path}: expected a list, got {type(value).__name__}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise RubricError(f"{path}: expected a list of {len(args)} items, got {len(value)}")
+        return tuple(_coerce(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):  # PyYAML reads ``1e-5`` (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if hint in (int, str, bool) and type(value) is hint:
+        return value
+    if hint is CheckSpec or hint is Any:
+        return value
+    raise RubricError(f"{path}: expected {getattr(hint, '__name__', hint)}, got {type(value).__name__} {value!r}")
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
