@@ -17,9 +17,9 @@ from grader.jobs import JobPlan
 from grader.outputs import OutputError, StageOutputs
 from grader.results import CheckResult
 from grader.rubric import CheckSpec, StageBudget
-from grader.sandbox.base import SandboxRun
+from grader.sandbox.base import OOM_SIGNS, SandboxRun
 
-__all__ = ["StageResult", "Judged", "JudgeContext", "judge_check", "skipped", "HINTS"]
+__all__ = ["OOM_SIGNS", "StageResult", "Judged", "JudgeContext", "judge_check", "skipped", "HINTS"]
 
 HINTS = {
     "transpose_conv": "Each input pixel scatters a copy of the kernel, scaled by its value, into the output at "
@@ -80,6 +80,10 @@ def stage_problem(spec: CheckSpec, stage: StageResult) -> CheckResult | None:
     if stage.problem:
         return _result(spec, "error", 0.0, f"The {stage.stage} stage's output could not be read: {stage.problem}.")
     err = stage.outputs.record("stage_error")
+    if err and any(sign in str(err.get("error")) for sign in OOM_SIGNS):
+        return _result(spec, "error", 0.0, f"Out of memory: your code tried to allocate more than the "
+                       f"{stage.stage} stage's {stage.budget.memory_mb} MB limit ({_oneline(err.get('error'))}).",
+                       traceback=_trim(str(err.get("traceback", ""))))
     if err:
         return _result(spec, "failed", 0.0, f"Your code raised {_oneline(err.get('error'))}",
                        traceback=_trim(str(err.get("traceback", ""))))

@@ -10,7 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-__all__ = ["SandboxRequest", "SandboxRun", "Sandbox", "InfrastructureError", "runner_argv"]
+__all__ = ["SandboxRequest", "SandboxRun", "Sandbox", "InfrastructureError", "runner_argv", "OOM_SIGNS"]
+
+# What an allocation failure says in Python / PyTorch (an rlimit makes allocations fail instead of killing).
+OOM_SIGNS = ("can't allocate memory", "MemoryError", "Cannot allocate memory", "out of memory")
 
 
 class InfrastructureError(RuntimeError):

@@ -16,12 +16,11 @@ import time
 from pathlib import Path
 from typing import IO
 
-from grader.sandbox.base import SandboxRequest, SandboxRun, runner_argv
+from grader.sandbox.base import OOM_SIGNS, SandboxRequest, SandboxRun, runner_argv
 from grader.sandbox.confine import MARKER
 
 __all__ = ["LocalSandbox", "OutputTail"]
 
-_OOM_SIGNS = ("can't allocate memory", "MemoryError", "Cannot allocate memory", "out of memory")
 
 
 class OutputTail:
@@ -114,7 +113,7 @@ class LocalSandbox:
         stderr = err.text()
         isolation, stderr = _split_marker(stderr)
         return SandboxRun(exit_code=None if timed_out else proc.returncode, timed_out=timed_out,
-                          out_of_memory=not timed_out and any(s in stderr for s in _OOM_SIGNS),
+                          out_of_memory=not timed_out and any(s in stderr for s in OOM_SIGNS),
                           duration_s=time.monotonic() - start, stdout=out.text(), stderr=stderr,
                           output_truncated=bool(out.dropped or err.dropped), isolation=isolation)
 
@@ -130,6 +129,7 @@ def _traversable_parents(path: Path) -> None:
 
 def _readable_tree(root: Path) -> None:
     """Our copies (job inputs, the submission) must be world-readable for the same reason."""
+    os.chmod(root, 0o755)
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames:
             os.chmod(os.path.join(dirpath, name), 0o755)

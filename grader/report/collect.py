@@ -1,0 +1,75 @@
+"""Finding and reading the result.json files of a grading output folder, one bad folder at a time.
+
+Shared by the reports and the exports: both must agree on which students exist, and both must list a
+broken folder instead of stopping at it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from grader.results import SubmissionResult, read_result
+
+__all__ = ["Unreadable", "Loaded", "student_dirs", "collect", "check_order", "miou_of"]
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    student: str  # the folder name
+    reason: str
+
+
+@dataclass(frozen=True)
+class Loaded:
+    student_dir: Path
+    result: SubmissionResult
+
+
+def _safe_name(name: str) -> bool:
+    return name not in ("", ".", "..") and "/" not in name and "\\" not in name
+
+
+def student_dirs(out_dir: Path) -> list[Path]:
+    """Every subfolder with a result.json, plus every student summary.json names (so a folder whose
+    result.json went missing is reported, not forgotten), sorted by name."""
+    out_dir = Path(out_dir)
+    found = {p.parent for p in out_dir.glob("*/result.json")}
+    try:
+        summary = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
+        found |= {out_dir / str(s) for s in summary.get("students", []) if _safe_name(str(s))}
+    except (OSError, ValueError, AttributeError, TypeError):
+        pass  # summary.json is optional: the result.json files are the truth
+    return sorted(found, key=lambda p: p.name)
+
+
+def collect(out_dir: Path) -> tuple[list[Loaded], list[Unreadable]]:
+    """Read every student's result.json; the ones that cannot be read come back as Unreadable."""
+    loaded, unreadable = [], []
+    for student_dir in student_dirs(out_dir):
+        path = student_dir / "result.json"
+        try:
+            loaded.append(Loaded(student_dir, read_result(path)))
+        except FileNotFoundError:
+            unreadable.append(Unreadable(student_dir.name, "result.json is missing"))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            unreadable.append(Unreadable(student_dir.name, f"result.json unreadable: {type(exc).__name__}: {exc}"))
+    return loaded, unreadable
+
+
+def check_order(results: list[SubmissionResult]) -> list[tuple[str, str]]:
+    """(id, name) of every check, in rubric order as the results list them (first seen wins)."""
+    order: dict[str, str] = {}
+    for result in results:
+        for check in result.checks:
+            order.setdefault(check.id, check.name)
+    return list(order.items())
+
+
+def miou_of(result: SubmissionResult) -> float | None:
+    """The full-training mIoU the host measured, or None when training did not produce one."""
+    for check in result.checks:
+        value = (check.details or {}).get("miou") if check.id == "full_training" else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return None

@@ -1,0 +1,163 @@
+"""The class summary for TAs (index.html): problems first, then distributions, then every student.
+
+It shows everything (no visibility filtering): it is for staff, never for students.
+"""
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import quote
+
+from grader.report import plots
+from grader.report.collect import Loaded, Unreadable, check_order, collect, miou_of
+from grader.report.details import fmt
+from grader.report.env import render_page
+from grader.results import SubmissionResult
+
+__all__ = ["ProblemRow", "CheckRow", "StudentRow", "Summary", "summarize", "render_class_summary"]
+
+_PROBLEM_LABELS = {"ungradable": "ungradable", "infrastructure_error": "infrastructure error",
+                   "unreadable": "unreadable"}
+
+
+@dataclass(frozen=True)
+class ProblemRow:
+    student: str
+    kind: str  # "ungradable" | "infrastructure_error" | "unreadable"
+    label: str
+    reason: str
+    href: str | None  # the student's report, when there is one
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    id: str
+    name: str
+    max_score: str
+    passed: int
+    graded: int
+    rate: str
+    mean_score: str
+    errors: int  # status error or timeout: the code crashed or hung, worth a look
+
+
+@dataclass(frozen=True)
+class StudentRow:
+    student: str
+    href: str | None
+    status: str
+    score: float | None
+    score_text: str
+    percent: float | None
+    miou: float | None
+    miou_text: str
+
+
+@dataclass(frozen=True)
+class Summary:
+    generated_at: str
+    counts: tuple[tuple[str, int], ...]
+    mean_score: str
+    median_score: str
+    problems: tuple[ProblemRow, ...]
+    checks: tuple[CheckRow, ...]
+    students: tuple[StudentRow, ...]
+    score_png: str | None
+    pass_png: str | None
+    miou_png: str | None
+
+
+def _href(student_dir: Path) -> str | None:
+    report = student_dir / "report.html"
+    return f"{quote(student_dir.name)}/report.html" if report.is_file() else None
+
+
+def _problems(loaded: list[Loaded], unreadable: Sequence[Unreadable]) -> tuple[ProblemRow, ...]:
+    rows = [ProblemRow(x.result.student, x.result.status, _PROBLEM_LABELS[x.result.status],
+                       x.result.message or "no reason recorded", _href(x.student_dir))
+            for x in loaded if x.result.status in ("ungradable", "infrastructure_error")]
+    rows += [ProblemRow(u.student, "unreadable", _PROBLEM_LABELS["unreadable"], u.reason, None) for u in unreadable]
+    order = {"infrastructure_error": 0, "unreadable": 1, "ungradable": 2}  # staff-side faults first
+    return tuple(sorted(rows, key=lambda r: (order[r.kind], r.student)))
+
+
+def _check_rows(graded: list[SubmissionResult]) -> tuple[CheckRow, ...]:
+    rows = []
+    for check_id, name in check_order(graded):
+        found = [c for r in graded for c in r.checks if c.id == check_id]
+        passed = sum(c.status == "passed" for c in found)
+        rows.append(CheckRow(
+            id=check_id, name=name, max_score=fmt(float(max(c.max_score for c in found))),
+            passed=passed, graded=len(found), rate=f"{100 * passed / len(found):.0f} %",
+            mean_score=fmt(statistics.fmean(c.score for c in found), 3),
+            errors=sum(c.status in ("error", "timeout") for c in found),
+        ))
+    return tuple(rows)
+
+
+def _student_row(item: Loaded) -> StudentRow:
+    result, graded = item.result, item.result.status == "graded"
+    miou = miou_of(result)
+    percent = 100 * result.score / result.max_score if graded and result.max_score else None
+    return StudentRow(
+        student=result.student, href=_href(item.student_dir), status=result.status,
+        score=float(result.score) if graded else None,
+        score_text=f"{fmt(float(result.score))} / {fmt(float(result.max_score))}" if graded else "—",
+        percent=percent, miou=miou, miou_text=fmt(miou, 3),
+    )
+
+
+def _floor_bar(graded: list[SubmissionResult]) -> list[tuple[float, str, str]]:
+    for result in graded:
+        for check in result.checks:
+            details = check.details or {}
+            if check.id == "full_training" and "floor" in details and "bar" in details:
+                return [(float(details["floor"]), "floor", "#cf222e"), (float(details["bar"]), "bar", "#2da44e")]
+    return []
+
+
+def _figures(graded: list[SubmissionResult], checks: tuple[CheckRow, ...]) -> dict[str, str | None]:
+    if not graded:
+        return {"score_png": None, "pass_png": None, "miou_png": None}
+    top = max(r.max_score for r in graded)
+    mious = [m for m in (miou_of(r) for r in graded) if m is not None]
+    return {
+        "score_png": plots.histogram([r.score for r in graded], xlabel="total score", title="scores",
+                                     value_range=(0, top or 1)),
+        "pass_png": plots.pass_rate_bars([c.name for c in checks], [c.passed / c.graded for c in checks])
+        if checks else None,
+        "miou_png": plots.histogram(mious, xlabel="mIoU (full training)", title="mIoU", value_range=(0, 1),
+                                    lines=_floor_bar(graded)) if mious else None,
+    }
+
+
+def summarize(out_dir: Path, *, failures: Sequence[Unreadable] = ()) -> Summary:
+    """Everything index.html shows, from the result.json files under ``out_dir``."""
+    loaded, unreadable = collect(out_dir)
+    seen = {u.student for u in unreadable}
+    unreadable += [f for f in failures if f.student not in seen]
+    graded = [x.result for x in loaded if x.result.status == "graded"]
+    scores = [r.score for r in graded]
+    checks = _check_rows(graded)
+    counts = (("students", len(loaded) + len(unreadable)), ("graded", len(graded)),
+              ("ungradable", sum(x.result.status == "ungradable" for x in loaded)),
+              ("infrastructure errors", sum(x.result.status == "infrastructure_error" for x in loaded)),
+              ("unreadable", len(unreadable)))
+    return Summary(
+        generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), counts=counts,
+        mean_score=fmt(statistics.fmean(scores), 3) if scores else "—",
+        median_score=fmt(float(statistics.median(scores)), 3) if scores else "—",
+        problems=_problems(loaded, unreadable), checks=checks,
+        students=tuple(_student_row(x) for x in loaded), **_figures(graded, checks),
+    )
+
+
+def render_class_summary(out_dir: Path, *, failures: Sequence[Unreadable] = ()) -> Path:
+    """Write ``out_dir/index.html``: problems (ungradable, infrastructure errors, unreadable results and
+    the reports in ``failures``) first, score and mIoU distributions, pass rate per check, and a table
+    of students sortable by score, status and mIoU that links to each ``<student>/report.html``."""
+    out_dir = Path(out_dir)
+    return render_page("summary.html.j2", out_dir / "index.html", summary=summarize(out_dir, failures=failures))

@@ -1,0 +1,48 @@
+"""Shared fixtures: the test rubric, the dataset cache, and ONE graded batch of every fixture submission.
+
+The batch is graded once per session (with the local sandbox) and shared by the tests that assert its
+scores, render its reports, and compare it with the Docker sandbox.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fixture_submissions import fixture_names, materialize
+from grader.rubric import Rubric, load_rubric
+
+TEST_RUBRIC = Path(__file__).parent / "rubric_small.yaml"
+
+
+@pytest.fixture(scope="session")
+def test_rubric() -> Rubric:
+    return load_rubric(TEST_RUBRIC)
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One dataset cache per test session (never the user's ~/.cache)."""
+    return tmp_path_factory.mktemp("seg-cache")
+
+
+@pytest.fixture(scope="session")
+def fixture_class(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A class folder with one sub-folder per fixture submission."""
+    root = tmp_path_factory.mktemp("class")
+    for name in fixture_names():
+        materialize(name, root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def local_batch(tmp_path_factory: pytest.TempPathFactory, fixture_class: Path, test_rubric: Rubric,
+                cache_dir: Path) -> tuple[Path, dict]:
+    """(out dir, {student: SubmissionResult}) for all fixtures graded with the local sandbox, -j 2."""
+    from grader.batch import GradeOptions, grade_all
+    from grader.sandbox.local import LocalSandbox
+
+    out = tmp_path_factory.mktemp("graded-local")
+    results = grade_all([fixture_class], rubric=test_rubric, sandbox=LocalSandbox(),
+                        options=GradeOptions(out_dir=out, jobs=2, cache_dir=cache_dir))
+    return out, {r.student: r for r in results}
