@@ -97,7 +97,7 @@ def _grade_entries(batch: Batch, entries: list, out: Path, options: GradeOptions
     gpus: queue.Queue = queue.Queue()
     for g in options.gpus or (None,) * options.jobs:
         gpus.put(g)
-    lock = threading.Lock()
+    lock, aborted = threading.Lock(), threading.Event()
 
     def one(entry: Submission | Rejected) -> SubmissionResult:
         student_dir = out / entry.student
@@ -109,6 +109,8 @@ def _grade_entries(batch: Batch, entries: list, out: Path, options: GradeOptions
             gpu = gpus.get()
             try:
                 result, artifacts = grade_submission(_with_gpu(batch, gpu), entry)
+                if aborted.is_set():  # its sandbox was killed by the abort: not the student's result
+                    raise InterruptedError(entry.student)
                 write_artifacts(student_dir, artifacts)
             except InfrastructureError as exc:
                 result = _infra_result(batch.rubric, entry, exc)
@@ -121,9 +123,17 @@ def _grade_entries(batch: Batch, entries: list, out: Path, options: GradeOptions
         return result
 
     workers = len(options.gpus) or options.jobs
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [pool.submit(one, e) for e in entries]
-        return sorted((f.result() for f in as_completed(futures)), key=lambda r: r.student)
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    futures = [pool.submit(one, e) for e in entries]
+    try:
+        results = [f.result() for f in as_completed(futures)]
+    except BaseException:  # Ctrl-C: kill what runs, write nothing for the jobs it interrupted
+        aborted.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        batch.sandbox.abort()
+        raise
+    pool.shutdown()
+    return sorted(results, key=lambda r: r.student)
 
 
 def _with_gpu(batch: Batch, gpu: str | None) -> Batch:

@@ -19,7 +19,7 @@ from grader.results import CheckResult
 from grader.rubric import CheckSpec, StageBudget
 from grader.sandbox.base import OOM_SIGNS, SandboxRun
 
-__all__ = ["OOM_SIGNS", "StageResult", "Judged", "JudgeContext", "judge_check", "skipped", "HINTS"]
+__all__ = ["StageResult", "Judged", "JudgeContext", "judge_check", "skipped", "HINTS"]
 
 HINTS = {
     "transpose_conv": "Each input pixel scatters a copy of the kernel, scaled by its value, into the output at "

@@ -64,6 +64,10 @@ class Sandbox(Protocol):
         """Versions / image id / isolation summary, recorded in each result's provenance."""
         ...
 
+    def abort(self) -> None:
+        """Kill everything this engine is running now (the grader was interrupted)."""
+        ...
+
 
 def runner_argv(python: str, job_dir: str, out_dir: str, submission_dir: str, stage: str) -> list[str]:
     """The command both engines run inside the sandbox (paths as seen from inside)."""

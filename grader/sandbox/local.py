@@ -55,6 +55,14 @@ class LocalSandbox:
 
     def __init__(self, *, python: str = sys.executable) -> None:
         self.python = python
+        self._live: set[subprocess.Popen] = set()
+        self._lock = threading.Lock()
+
+    def abort(self) -> None:
+        with self._lock:
+            live = list(self._live)
+        for proc in live:
+            _kill_group(proc)
 
     def describe(self) -> dict:
         return {"engine": self.name, "python": self.python}
@@ -97,6 +105,8 @@ class LocalSandbox:
         start = time.monotonic()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 start_new_session=True, cwd=scratch, env={"PATH": "/usr/bin:/bin"})
+        with self._lock:
+            self._live.add(proc)
         pumps = [threading.Thread(target=_pump, args=(s, t), daemon=True)
                  for s, t in ((proc.stdout, out), (proc.stderr, err))]
         for p in pumps:
@@ -108,6 +118,8 @@ class LocalSandbox:
             timed_out = True
         finally:  # also on KeyboardInterrupt: never leave a student's process group behind
             _kill_group(proc)
+            with self._lock:
+                self._live.discard(proc)
         for p in pumps:
             p.join(timeout=5)
         stderr = err.text()

@@ -1,0 +1,46 @@
+# The production grading image: a CUDA PyTorch base plus the `grader` package, and nothing else from the
+# repository (never reference/, tests/, examples/: .dockerignore keeps them out of the build context and the
+# COPY lines below name the only inputs).
+#
+#   build:          docker build -t seg-autograder:latest .
+#   another base:   docker build --build-arg BASE=pytorch/pytorch:2.4.1-cuda12.4-cudnn9-runtime -t seg-autograder:latest .
+#   use:            grader grade ... --sandbox docker   (the engine runs `python -m grader.runner` in it)
+#
+# The engine overrides the user (a fresh non-root uid per run), mounts /job, /submission (read-only) and
+# /out, and puts tmpfs on /tmp and /scratch: Docker gives a tmpfs the mode of the folder it covers, hence 1777.
+ARG BASE=pytorch/pytorch:2.4.1-cuda12.1-cudnn9-runtime
+FROM ${BASE}
+ARG BASE
+
+LABEL org.opencontainers.image.title="seg-autograder" \
+      org.opencontainers.image.description="Sandbox image for the semantic segmentation autograder" \
+      seg-autograder.base="${BASE}" \
+      seg-autograder.versions="/opt/grader/versions.txt"
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /opt/grader
+COPY pyproject.toml README.md ./
+COPY grader/ ./grader/
+
+# Installing the project installs its pinned-by-range dependencies on top of the base's torch; the exact
+# versions that resulted are recorded for every result's provenance.
+RUN python -m pip install --no-cache-dir . \
+ && python -m pip freeze > /opt/grader/versions.txt \
+ && python -c "import sys, torch; print('python', sys.version.split()[0]); print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version())" >> /opt/grader/versions.txt \
+ && test ! -e /opt/grader/reference \
+ && python -c "import importlib.util as u, sys; sys.exit(u.find_spec('reference') is not None)"
+
+RUN (getent passwd 10001 || useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin grader) \
+ && mkdir -p /job /out /submission \
+ && mkdir -p /scratch && chmod 1777 /scratch /tmp \
+ && chmod -R a+rX /opt/grader
+
+ENV PYTHONPATH=/opt/grader
+USER 10001:10001
+WORKDIR /scratch
+ENTRYPOINT []
+CMD ["python", "-c", "import grader, torch; print(grader.__file__, torch.__version__, torch.cuda.is_available())"]

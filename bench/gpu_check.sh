@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The GPU check, prepared for whoever holds a GPU machine: grades reference/ on GPU 0 with the local
+# sandbox and, where Docker has the NVIDIA runtime, with the docker sandbox; prints nvidia-smi, torch's CUDA
+# view and the per-stage durations (result.json: provenance.durations_s) of each run.
+#
+#   OUT=/tmp/gpu-check bash bench/gpu_check.sh
+#   env: OUT (results; default /tmp/gpu-check), PYTHON (default python3), IMAGE (docker image; default
+#        seg-autograder:latest, else the local test image), BUILD=1 (build the production image if missing),
+#        STAGE_TIMEOUT_S (per grade command; default 540).
+set -uo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OUT="${OUT:-/tmp/gpu-check}"
+PYTHON="${PYTHON:-python3}"
+IMAGE="${IMAGE:-seg-autograder:latest}"
+LIMIT="${STAGE_TIMEOUT_S:-540}"
+mkdir -p "$OUT"
+cd "$REPO" || exit 1
+
+section() { printf '\n== %s\n' "$*"; }
+
+section "nvidia-smi"
+nvidia-smi || echo "nvidia-smi not available"
+
+section "python environment ($OUT/venv)"
+# --system-site-packages: reuse a preinstalled CUDA torch instead of downloading one; offline machines
+# fall back to installing only the project itself.
+if [ ! -x "$OUT/venv/bin/python" ]; then "$PYTHON" -m venv --system-site-packages "$OUT/venv"; fi
+VPY="$OUT/venv/bin/python"
+"$VPY" -m pip install -q -e "$REPO" \
+  || "$VPY" -m pip install -q --no-deps --no-build-isolation -e "$REPO" \
+  || echo "pip install failed: running from the checkout with PYTHONPATH"
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+
+section "torch CUDA"
+"$VPY" - <<'PY'
+import torch
+print("torch", torch.__version__, "| built for CUDA", torch.version.cuda, "| cudnn", torch.backends.cudnn.version())
+print("cuda available:", torch.cuda.is_available(), "| devices:", torch.cuda.device_count())
+for i in range(torch.cuda.device_count()):
+    p = torch.cuda.get_device_properties(i)
+    print(f"  [{i}] {p.name}, {p.total_memory / 2**30:.1f} GiB, capability {p.major}.{p.minor}")
+PY
+
+durations() {  # $1: an --out folder; prints status, score and per-stage seconds of every result.json in it
+  "$VPY" - "$1" <<'PY'
+import json, sys
+from pathlib import Path
+found = sorted(Path(sys.argv[1]).glob("*/result.json"))
+if not found:
+    print("  no result.json under", sys.argv[1])
+for path in found:
+    result = json.loads(path.read_text())
+    prov = result.get("provenance", {})
+    print(f"  {result.get('student')}: {result.get('status')} {result.get('score')}/{result.get('max_score')}"
+          f" device={prov.get('device')} sandbox={prov.get('sandbox', {}).get('engine', prov.get('sandbox'))}")
+    for stage, seconds in (prov.get("durations_s") or {}).items():
+        print(f"    {stage:10s} {seconds:8.2f} s")
+PY
+}
+
+grade() {  # $1: label, rest: extra grader arguments
+  local label="$1"; shift
+  section "grade reference: $label"
+  local started=$SECONDS
+  timeout "$LIMIT" "$VPY" -m grader grade reference --out "$OUT/$label" --rubric rubric.yaml --gpus 0 "$@"
+  echo "exit code $? after $((SECONDS - started)) s"
+  durations "$OUT/$label"
+}
+
+grade gpu --sandbox local
+
+section "docker"
+if ! docker info >/dev/null 2>&1; then
+  echo "Docker Engine not reachable: docker variant skipped"
+elif ! docker info --format '{{json .Runtimes}}' | grep -q nvidia; then
+  echo "Docker has no NVIDIA runtime (install nvidia-container-toolkit): docker variant skipped"
+else
+  if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
+    if [ "${BUILD:-0}" = 1 ]; then docker build -t "$IMAGE" "$REPO" || IMAGE=test; else IMAGE=test; fi
+  fi
+  echo "image: $IMAGE"
+  grade gpu-docker --sandbox docker --image "$IMAGE"
+fi
