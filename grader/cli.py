@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--gradescope", action="store_true",
                        help="run inside Gradescope's container: grade /autograder/submission, write "
                             "/autograder/results/results.json")
+    grade.add_argument("--gradescope-root", type=Path, default=None, help=argparse.SUPPRESS)  # tests
     check = sub.add_parser("check", help="self-check a submission against the public checks")
     check.add_argument("path", nargs="?", type=Path, default=Path("."))
     check.add_argument("--out", type=Path, help="keep the result and report here (default: a temp folder)")
@@ -90,7 +91,10 @@ def cmd_grade(args: argparse.Namespace, rubric: Rubric) -> int:
     if args.gradescope:
         from grader.gradescope import run_gradescope
 
-        return run_gradescope(rubric=rubric, sandbox=_make_sandbox(args), cache_dir=args.cache_dir)
+        from grader.gradescope import GRADESCOPE_ROOT
+
+        return run_gradescope(rubric=rubric, sandbox=_make_sandbox(args), cache_dir=args.cache_dir,
+                              root=args.gradescope_root or GRADESCOPE_ROOT)
     if not args.paths or not args.out:
         print("grader grade: give the submissions and --out DIR, e.g. `grader grade examples/submissions "
               "--out results`", file=sys.stderr)

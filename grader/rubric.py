@@ -173,7 +173,7 @@ def _validate(rubric: Rubric, data: dict) -> None:
         if extra:
             raise RubricError(f"{where}.{sorted(extra)[0]}: not a setting of a {check.kind} check "
                               f"(allowed: {', '.join(sorted(_KIND_KEYS[check.kind]))})")
-        if ids.count(check.id) > 1:
+        if check.id in ids[:i]:
             raise RubricError(f"{where}.id: {check.id!r} is used twice; ids must be unique")
         if check.points < 0:
             raise RubricError(f"{where}.points: must be >= 0")

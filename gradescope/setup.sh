@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Gradescope runs this once when it builds the autograder image (Ubuntu, as root).
+set -euo pipefail
+apt-get update && apt-get install -y --no-install-recommends python3 python3-venv python3-pip
+python3 -m venv /autograder/venv
+/autograder/venv/bin/pip install -e /autograder/source
+# Generate the embedded dataset once, at build time, so grading never waits for it.
+/autograder/venv/bin/python -c "from grader.dataset import embedded_voc_root; embedded_voc_root()"
