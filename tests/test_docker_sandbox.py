@@ -1,4 +1,4 @@
-"""The Docker engine, proven by real containers: each limit is hit by a real program in tests/docker_fixtures.
+"""The Docker engine, proven by real containers: each limit is hit by a real program in tests/sandbox_programs.
 
 Containers run the local test image (an imported rootfs + the host's Python mounted read-only), so no
 registry is needed. Docker tests skip, saying why, only when the Docker Engine does not answer.
@@ -32,7 +32,7 @@ from grader.sandbox.docker import (
     remove_live_containers,
 )
 
-FIXTURES = Path(__file__).parent / "docker_fixtures"
+FIXTURES = Path(__file__).parent / "sandbox_programs"
 REPO = Path(__file__).resolve().parents[1]
 BOGUS_SOCKET = "unix:///nonexistent/seg-autograder/docker.sock"
 

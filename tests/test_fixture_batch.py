@@ -89,3 +89,21 @@ def test_syntax_error_is_ungradable_with_a_line_number(local_batch) -> None:
     result = results["syntax_error"]
     assert result.status == "ungradable"
     assert "line" in result.message and "resubmit" in result.message
+
+
+def test_feedback_shows_the_smallest_failing_case(local_batch) -> None:
+    _, results = local_batch
+    check = {c.id: c for c in results["fails_transpose_conv_padding"].checks}["transpose_conv"]
+    smallest = check.details["smallest_failure"]
+    assert smallest["args"]["padding"] > 0  # the bug only shows with padding
+    assert set(smallest["shapes"]) >= {"x", "weight"} and smallest["max_abs_error"] > 0
+    assert "padding" in check.details["hint"]
+    assert 0 < check.score < check.max_score  # the padding-0 cases still earn their share
+
+
+def test_made_up_loss_history_earns_nothing(local_batch) -> None:
+    _, results = local_batch
+    check = {c.id: c for c in results["lies_about_overfit_loss"].checks}["overfit"]
+    assert check.details["first_epoch_below"] is not None  # the story it told...
+    assert check.details["pixel_accuracy"]["train_mode"] < 0.95  # ...and what the host measured
+    assert check.score == 0

@@ -68,6 +68,11 @@ class LocalSandbox:
         return {"engine": self.name, "python": self.python}
 
     def run(self, request: SandboxRequest) -> SandboxRun:
+        return self.run_argv(runner_argv(self.python, str(request.job_dir), str(request.out_dir),
+                                         str(request.submission_dir), request.stage), request)
+
+    def run_argv(self, command: list[str], request: SandboxRequest) -> SandboxRun:
+        """Run ``command`` confined as ``request`` says (tests use it to run hostile programs)."""
         for d in (request.job_dir, request.submission_dir, request.out_dir):
             _traversable_parents(d)
         for d in (request.job_dir, request.submission_dir):
@@ -77,9 +82,7 @@ class LocalSandbox:
             os.chmod(scratch, 0o777)
             config = Path(scratch) / "confine.json"
             config.write_text(json.dumps(self._confine_config(request, scratch)))
-            argv = [self.python, "-m", "grader.sandbox.confine", "--config", str(config), "--",
-                    *runner_argv(self.python, str(request.job_dir), str(request.out_dir),
-                                 str(request.submission_dir), request.stage)]
+            argv = [self.python, "-m", "grader.sandbox.confine", "--config", str(config), "--", *command]
             return self._spawn(argv, request, scratch)
 
     def _confine_config(self, request: SandboxRequest, scratch: str) -> dict:

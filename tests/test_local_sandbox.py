@@ -1,0 +1,100 @@
+"""The local sandbox, proven by real hostile programs (the same ones the Docker tests run)."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from grader.sandbox.base import SandboxRequest, SandboxRun
+from grader.sandbox.local import LocalSandbox
+
+PROGRAMS = Path(__file__).parent / "sandbox_programs"
+ROOT = os.getuid() == 0
+
+
+def _request(tmp_path: Path, **overrides: object) -> SandboxRequest:
+    for name in ("job", "out", "submission"):
+        (tmp_path / name).mkdir(exist_ok=True)
+    settings = dict(submission_dir=tmp_path / "submission", job_dir=tmp_path / "job", out_dir=tmp_path / "out",
+                    stage="import", timeout_s=30, memory_mb=1024)
+    return SandboxRequest(**{**settings, **overrides})
+
+
+def _run(tmp_path: Path, program: str, *args: str, **overrides: object) -> SandboxRun:
+    return LocalSandbox().run_argv([sys.executable, str(PROGRAMS / program), *args], _request(tmp_path, **overrides))
+
+
+def test_isolation_is_reported(tmp_path: Path) -> None:
+    run = _run(tmp_path, "identity.py")
+    assert "namespaces" in run.isolation and "NOT isolated" not in run.isolation
+    assert run.exit_code == 0, run.stderr
+
+
+def test_environment_is_scrubbed_and_privileges_dropped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEG_GRADER_SECRET_TOKEN", "do-not-leak")
+    info = json.loads(_run(tmp_path, "identity.py").stdout)
+    assert "SEG_GRADER_SECRET_TOKEN" not in info["env"]
+    assert info["no_new_privs"] == "1"
+    if ROOT:
+        assert info["uid"] == 65534 and info["caps"]["CapEff"] == "0000000000000000"
+
+
+def test_hidden_paths_are_empty_inside(tmp_path: Path) -> None:
+    secret = tmp_path / "reference"
+    secret.mkdir()
+    (secret / "segmentation.py").write_text("ANSWERS = 42\n")
+    code = f"import os; print(os.listdir({str(secret)!r}))"
+    run = LocalSandbox().run_argv([sys.executable, "-c", code], _request(tmp_path, hidden_paths=(secret,)))
+    assert run.stdout.strip() == "[]", run.stderr
+    assert (secret / "segmentation.py").exists()  # hidden, not harmed
+
+
+def test_endless_loop_is_killed_at_the_timeout(tmp_path: Path) -> None:
+    run = _run(tmp_path, "endless_loop.py", timeout_s=3)
+    assert run.timed_out and run.exit_code is None
+    assert 3 <= run.duration_s < 10
+
+
+def test_fork_bomb_is_contained(tmp_path: Path) -> None:
+    start = time.monotonic()
+    run = _run(tmp_path, "fork_bomb.py", timeout_s=4, max_processes=64)
+    assert run.timed_out and time.monotonic() - start < 30
+    time.sleep(1)
+    left = subprocess.run(["pgrep", "-f", str(PROGRAMS / "fork_bomb.py")], capture_output=True, text=True)
+    assert left.stdout.strip() == "", "fork bomb processes survived the sandbox"
+
+
+def test_memory_limit_holds(tmp_path: Path) -> None:
+    run = _run(tmp_path, "allocate_4gb.py", memory_mb=512)
+    assert run.out_of_memory, run.stderr[-500:]
+    assert "did not hold" not in run.stdout
+
+
+def test_network_is_unreachable(tmp_path: Path) -> None:
+    with socket.socket() as server:  # a real listener on the host's loopback
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        probe = json.loads(_run(tmp_path, "network_probe.py", str(server.getsockname()[1])).stdout)
+    assert all(v != "connected" for k, v in probe.items() if k != "interfaces"), probe
+
+
+def test_writes_outside_the_out_folder_fail(tmp_path: Path) -> None:
+    req = _request(tmp_path)
+    targets = [str(req.job_dir / "x"), str(req.submission_dir / "x"), str(Path(__file__)), str(req.out_dir / "ok")]
+    run = LocalSandbox().run_argv([sys.executable, str(PROGRAMS / "write_probe.py"), *targets], req)
+    result = json.loads(run.stdout)
+    assert result[str(req.out_dir / "ok")] == "ok"
+    if ROOT:  # as an ordinary user, the user's own files stay writable: that is why Docker is the production engine
+        assert all(result[t] != "ok" for t in targets[:3]), result
+
+
+def test_output_flood_is_truncated(tmp_path: Path) -> None:
+    run = _run(tmp_path, "print_100mb.py", max_output_bytes=10_000)
+    assert len(run.stdout) < 12_000 and run.output_truncated
+    assert "bytes of output dropped" in run.stdout and run.stdout.rstrip().endswith("END-OF-OUTPUT")
