@@ -110,7 +110,9 @@ def grade_submission(batch: Batch, sub: Submission) -> tuple[SubmissionResult, d
             judged = judge_check(check, stages[stage], batch.ctx)
             results[check.id] = judged.result
             artifacts.update(judged.artifacts)
-        return _finish(batch, sub, list(results.values()), durations, stages), artifacts
+        message = f"Nothing was graded: {import_skip}. Run `python segmentation.py` locally to see why." \
+            if import_skip else ""
+        return _finish(batch, sub, list(results.values()), durations, stages, message=message), artifacts
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 

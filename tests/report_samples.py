@@ -199,6 +199,6 @@ def build_samples(root: Path) -> Path:
             _write_artifacts(out / student, STUDENTS.index(student))
     (out / BROKEN).mkdir(parents=True)
     (out / BROKEN / "result.json").write_text("{not json", encoding="utf-8")
-    summary = {"schema": 1, "students": [*STUDENTS, BROKEN], "rubric": {r[0]: r[2] for r in RUBRIC}}
+    summary = {"schema": 1, "students": [{"student": s} for s in (*STUDENTS, BROKEN)], "rubric": {r[0]: r[2] for r in RUBRIC}}
     (out / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
     return out

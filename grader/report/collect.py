@@ -37,7 +37,8 @@ def student_dirs(out_dir: Path) -> list[Path]:
     found = {p.parent for p in out_dir.glob("*/result.json")}
     try:
         summary = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
-        found |= {out_dir / str(s) for s in summary.get("students", []) if _safe_name(str(s))}
+        names = [s.get("student") if isinstance(s, dict) else s for s in summary.get("students", [])]
+        found |= {out_dir / str(s) for s in names if s is not None and _safe_name(str(s))}
     except (OSError, ValueError, AttributeError, TypeError):
         pass  # summary.json is optional: the result.json files are the truth
     return sorted(found, key=lambda p: p.name)

@@ -228,9 +228,12 @@ class DockerSandbox:
         self._client = client if client is not None else connect()
         self._description: dict | None = None
         self._cpus: int | None = None
+        self._aborted = False
         _install_hooks()
 
     def abort(self) -> None:
+        """Remove every live container and refuse new runs (the grader was interrupted)."""
+        self._aborted = True
         remove_live_containers()
 
     def run(self, request: SandboxRequest) -> SandboxRun:
@@ -239,6 +242,8 @@ class DockerSandbox:
 
     def run_argv(self, argv: list[str], request: SandboxRequest) -> SandboxRun:
         """Run ``argv`` in the hardened container made for ``request``; always remove the container."""
+        if self._aborted:
+            raise InfrastructureError("the grader was interrupted")
         self._check(request)
         uid = self.user or f"{random.SystemRandom().randint(100_000, 199_999)}"
         _prepare_out_dir(request.out_dir)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from grader.sandbox.base import OOM_SIGNS, SandboxRequest, SandboxRun, runner_argv
+from grader.sandbox.base import OOM_SIGNS, InfrastructureError, SandboxRequest, SandboxRun, runner_argv
 from grader.sandbox.confine import MARKER
 
 __all__ = ["LocalSandbox", "OutputTail"]
@@ -57,9 +57,12 @@ class LocalSandbox:
         self.python = python
         self._live: set[subprocess.Popen] = set()
         self._lock = threading.Lock()
+        self._aborted = False
 
     def abort(self) -> None:
+        """Kill every running stage and refuse new ones (the grader was interrupted)."""
         with self._lock:
+            self._aborted = True
             live = list(self._live)
         for proc in live:
             _kill_group(proc)
@@ -73,6 +76,8 @@ class LocalSandbox:
 
     def run_argv(self, command: list[str], request: SandboxRequest) -> SandboxRun:
         """Run ``command`` confined as ``request`` says (tests use it to run hostile programs)."""
+        if self._aborted:
+            raise InfrastructureError("the grader was interrupted")
         for d in (request.job_dir, request.submission_dir, request.out_dir):
             _traversable_parents(d)
         for d in (request.job_dir, request.submission_dir):
