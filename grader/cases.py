@@ -46,13 +46,16 @@ def _transpose_conv(spec: CheckSpec, rng: np.random.Generator) -> list[UnitCase]
                       rng.normal(size=(2, 3, 1, 1)), None, 3, 0, 0))
         cases.append(("output_padding 1 with bias", rng.normal(size=(2, 3, 4, 5)),
                       rng.normal(size=(3, 2, 3, 3)), rng.normal(size=2), 2, 1, 1))
-    for i in range(spec.cases):
+    while len(cases) < spec.cases + (3 if spec.edge_cases else 0):
         k, stride = int(rng.integers(1, 6)), int(rng.integers(1, 5))
         n, cin, cout = int(rng.integers(1, 4)), int(rng.integers(1, 5)), int(rng.integers(1, 5))
         h, w = int(rng.integers(1, 7)), int(rng.integers(1, 7))
+        pad, out_pad = int(rng.integers(0, k)), int(rng.integers(0, stride))
         bias = rng.normal(size=cout) if rng.random() < 0.5 else None
-        cases.append((f"random #{i}", rng.normal(size=(n, cin, h, w)), rng.normal(size=(cin, cout, k, k)), bias,
-                      stride, int(rng.integers(0, k)), int(rng.integers(0, stride))))
+        if (min(h, w) - 1) * stride - 2 * pad + k + out_pad < 1:  # PyTorch refuses an empty output
+            continue
+        cases.append((f"random #{len(cases)}", rng.normal(size=(n, cin, h, w)), rng.normal(size=(cin, cout, k, k)),
+                      bias, stride, pad, out_pad))
     return [UnitCase(id=f"{spec.id}-{i}", function="transpose_conv2d", label=label,
                      arrays={"x": x, "weight": wt} | ({} if b is None else {"bias": b}),
                      kwargs={"stride": s, "padding": p, "output_padding": op})

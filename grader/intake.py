@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grader.archives import (MIB, Budget, UnpackError, entry_parts, extract_class_zip, extract_zip, is_junk,
-                             notebook_to_script, read_listing)
+                             read_listing)
 from grader.lms import METADATA, Candidate, class_candidates, is_canvas_name
+from grader.notebooks import notebook_to_script
 
 __all__ = ["IntakeLimits", "Submission", "Rejected", "prepare_submission", "discover", "hash_folder",
            "safe_student_id"]

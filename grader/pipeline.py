@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from grader.intake import Rejected, Submission
 from grader.judge import JudgeContext, StageResult, judge_check, skipped
 from grader.outputs import OutputError, StageOutputs, read_stage
-from grader.results import CheckResult, SubmissionResult, write_result
+from grader.results import CheckResult, SubmissionResult
 from grader.rubric import FUNCTIONS_OF_KIND, STAGE_OF_KIND, CheckSpec, Rubric
 from grader.sandbox.base import InfrastructureError, Sandbox, SandboxRequest
 from grader.scoring import score_submission
