@@ -161,9 +161,10 @@ def judge_unit(spec: CheckSpec, stage: StageResult, ctx: JudgeContext) -> Judged
     case, info = min(failures, key=lambda f: f[0].size)
     smallest = {**case.describe(), "max_abs_error": None, "expected": None, "got": None, "error": None, **info}
     status = "timeout" if missing and stage.run.timed_out else "failed"
+    raised = f" It raised {info['error']}" if info.get("error") and missing < len(failures) else ""
     message = (f"{len(failures)} of {len(cases)} cases differ from the reference"
-               + (f"; the first {missing} not run: the stage timed out" if status == "timeout" else "")
-               + f". Smallest failing case: {case.label}.")
+               + (f"; the last {missing} were not run: the stage timed out" if status == "timeout" else "")
+               + f". Smallest failing case: {case.label}.{raised}")
     return Judged(_result(spec, status, score, message, cases=len(cases), failed=len(failures),
                           smallest_failure=smallest, hint=HINTS.get(spec.kind, "")))
 

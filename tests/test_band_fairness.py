@@ -1,0 +1,89 @@
+"""The full-training band is fair: honest designs other than the reference reach the bar, and the floor is
+the mIoU of predicting background everywhere on the evaluation images.
+
+A cheap version of bench/band.py on the test rubric: the two honest example designs (ada: a plain U-Net
+with GroupNorm and Adam; ben: an FCN with BatchNorm and SGD + momentum) are graded by the real grader
+(local sandbox) with only the model_shapes and full_training checks of tests/rubric_small.yaml.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from grader.dataset import embedded_voc_root, load_split
+from grader.results import SubmissionResult
+from grader.rubric import Rubric, load_rubric
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parent.parent
+SMALL_RUBRIC = Path(__file__).parent / "rubric_small.yaml"
+HONEST = ("ada", "ben")
+
+
+def _band_rubric(tmp: Path) -> Rubric:
+    """tests/rubric_small.yaml reduced to model_shapes + full_training (the same settings otherwise)."""
+    data = yaml.safe_load(SMALL_RUBRIC.read_text())
+    data["checks"] = [c for c in data["checks"] if c["kind"] in ("model_shapes", "full_training")]
+    data["budgets"] = {k: v for k, v in data["budgets"].items() if k in ("import", "model", "train")}
+    path = tmp / "band.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return load_rubric(path)
+
+
+@pytest.fixture(scope="module")
+def band(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> tuple[Rubric, dict[str, SubmissionResult]]:
+    """(the band rubric, {student: result}) for ada and ben graded in one batch, two at a time."""
+    from grader.batch import GradeOptions, grade_all
+    from grader.sandbox.local import LocalSandbox
+
+    tmp = tmp_path_factory.mktemp("band")
+    rubric = _band_rubric(tmp)
+    paths = [REPO / "examples" / "submissions" / name for name in HONEST]
+    results = grade_all(paths, rubric=rubric, sandbox=LocalSandbox(),
+                        options=GradeOptions(out_dir=tmp / "out", jobs=2, cache_dir=cache_dir))
+    return rubric, {r.student: r for r in results}
+
+
+def _training(result: SubmissionResult):  # noqa: ANN202 - a CheckResult
+    return next(c for c in result.checks if c.id == "full_training")
+
+
+def _all_background_miou(labels: np.ndarray, num_classes: int) -> float:
+    """Written out for this test alone (not grader.metrics): predicting 0 everywhere, void pixels dropped.
+
+    Background's IoU is (background pixels) / (labelled pixels); every other class present in the
+    labels has IoU 0; classes absent from the labels (and never predicted) are left out of the mean.
+    """
+    kept = labels[labels != 255].astype(np.int64)
+    present = np.unique(np.append(kept, 0))  # background is always predicted, so always in the mean
+    assert present.max() < num_classes
+    return float(np.count_nonzero(kept == 0) / kept.size / present.size)
+
+
+@pytest.mark.parametrize("student", HONEST)
+def test_honest_design_reaches_the_bar(band, student: str) -> None:
+    rubric, results = band
+    spec = rubric.check("full_training")
+    check = _training(results[student])
+    assert results[student].status == "graded", results[student].message
+    assert check.details["miou"] >= spec.bar, f"{student}: {check.message}"
+    assert check.status == "passed" and check.score == spec.points, check.message
+
+
+@pytest.mark.parametrize("student", HONEST)
+def test_floor_is_the_all_background_miou_of_the_eval_labels(band, student: str, tmp_path: Path) -> None:
+    rubric, results = band
+    ds = rubric.dataset
+    # a fresh cache: the labels are regenerated here, not read from what the grader used
+    root = embedded_voc_root(cache_dir=tmp_path / "cache", n_train=ds.n_train, n_val=ds.n_val, size=ds.size,
+                             seed=ds.seed)
+    _, labels = load_split(root, ds.eval_split, size=ds.size)
+    labels = labels[:ds.max_eval_images]
+    expected = _all_background_miou(labels, rubric.num_classes)
+    details = _training(results[student]).details
+    assert details["floor"] == pytest.approx(expected, abs=1e-12)
+    assert details["floor"] < details["bar"] == rubric.check("full_training").bar
