@@ -28,7 +28,8 @@ from grader.rubric import Rubric
 from grader.sandbox.base import InfrastructureError, Sandbox
 from grader.scoring import score_submission
 
-__all__ = ["GradeOptions", "grade_all", "default_cache_dir"]
+__all__ = ["GradeOptions", "grade_all", "default_cache_dir", "prepare_batch", "record_result",
+           "infrastructure_result"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class GradeOptions:
     regrade: bool = False
     cache_dir: Path | None = None
     progress: Callable[[str, SubmissionResult], None] | None = None
+    engine: str = "local"  # "local": a worker pool here; "ray": one Ray task per submission (grader.distributed)
+    ray_address: str | None = None  # engine "ray": the cluster to join (None: RAY_ADDRESS, else a local one)
 
 
 def default_cache_dir() -> Path:
@@ -59,7 +62,8 @@ def _cached(student_dir: Path, sub: Submission, rubric: Rubric) -> SubmissionRes
     return old if same and old.status != "infrastructure_error" else None
 
 
-def _infra_result(rubric: Rubric, sub: Submission, exc: Exception) -> SubmissionResult:
+def infrastructure_result(rubric: Rubric, sub: Submission, exc: Exception) -> SubmissionResult:
+    """Not graded because the machinery failed: never a zero, regraded by the next run."""
     return score_submission(student=sub.student, checks=[], rubric=rubric, status="infrastructure_error",
                             message=f"Not graded — the grading machinery failed: {exc}. This is not the "
                                     "student's fault; fix it and run the same command again (finished "
@@ -73,6 +77,23 @@ def _provenance(rubric: Rubric, dataset_hash: str, device: str) -> dict:
             "seeds": {c.id: c.seed for c in rubric.checks}, "threads": rubric.threads}
 
 
+def prepare_batch(rubric: Rubric, *, sandbox: Sandbox, scratch: Path, cache_dir: Path, device: str = "cpu",
+                  hidden: tuple[Path, ...] = ()) -> Batch:
+    """What every submission of a batch shares: the job folder, expected outputs, provenance (built once)."""
+    plan = build_job(rubric, job_dir=scratch / "job", cache_dir=cache_dir, device=device)
+    ctx = JudgeContext(plan=plan, expected=expected_outputs(plan.cases), num_classes=rubric.num_classes)
+    hidden_paths = (Path(reference_module().__file__).resolve().parent, cache_dir, *hidden)
+    return Batch(rubric=rubric, ctx=ctx, sandbox=sandbox, hidden_paths=hidden_paths, scratch=scratch,
+                 device=device, provenance=_provenance(rubric, plan.dataset_hash, device))
+
+
+def record_result(student_dir: Path, result: SubmissionResult, artifacts: dict) -> None:
+    """Artefacts first, result.json last and atomically: a result on disk is always a finished one."""
+    if artifacts:
+        write_artifacts(student_dir, artifacts)
+    write_result(student_dir, result)
+
+
 def grade_all(paths: Sequence[Path], *, rubric: Rubric, sandbox: Sandbox, options: GradeOptions) -> list[SubmissionResult]:
     out = options.out_dir.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -80,43 +101,64 @@ def grade_all(paths: Sequence[Path], *, rubric: Rubric, sandbox: Sandbox, option
     scratch = Path(tempfile.mkdtemp(prefix="seg-grader-"))
     try:
         entries = discover([Path(p) for p in paths], workdir=scratch / "intake")
-        device = "cuda" if options.gpus else "cpu"
-        plan = build_job(rubric, job_dir=scratch / "job", cache_dir=cache, device=device)
-        ctx = JudgeContext(plan=plan, expected=expected_outputs(plan.cases), num_classes=rubric.num_classes)
-        hidden = (Path(reference_module().__file__).resolve().parent, cache, out)
-        batch = Batch(rubric=rubric, ctx=ctx, sandbox=sandbox, hidden_paths=hidden, scratch=scratch,
-                      device=device, provenance=_provenance(rubric, plan.dataset_hash, device))
-        results = _grade_entries(batch, entries, out, options)
+        results, todo = _settled(entries, rubric, out, options)
+        if todo:  # the job folder is built only when something needs grading: an unchanged regrade is cheap
+            results += _grade_fresh(todo, rubric=rubric, sandbox=sandbox, options=options, cache=cache,
+                                    scratch=scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    results.sort(key=lambda r: r.student)
     write_json_atomic(out / "summary.json", _summary(rubric, results))
     return results
 
 
-def _grade_entries(batch: Batch, entries: list, out: Path, options: GradeOptions) -> list[SubmissionResult]:
+def _settled(entries: list, rubric: Rubric, out: Path,
+             options: GradeOptions) -> tuple[list[SubmissionResult], list[Submission]]:
+    """(results known without a sandbox: rejected or up to date, submissions that need grading)."""
+    done, todo = [], []
+    for entry in entries:
+        if isinstance(entry, Rejected):
+            result = rejected_result(rubric, entry)
+            write_result(out / entry.student, result)
+        elif options.regrade or not (result := _cached(out / entry.student, entry, rubric)):
+            todo.append(entry)
+            continue
+        done.append(result)
+        if options.progress:
+            options.progress(entry.student, result)
+    return done, todo
+
+
+def _grade_fresh(todo: list[Submission], *, rubric: Rubric, sandbox: Sandbox, options: GradeOptions, cache: Path,
+                 scratch: Path) -> list[SubmissionResult]:
+    if options.engine == "ray":
+        from grader.distributed import grade_on_ray  # optional extra: imported only when asked for
+
+        return grade_on_ray(todo, rubric=rubric, sandbox=sandbox, options=options)
+    device = "cuda" if options.gpus else "cpu"
+    batch = prepare_batch(rubric, sandbox=sandbox, scratch=scratch, cache_dir=cache, device=device,
+                          hidden=(options.out_dir.resolve(),))
+    return _grade_entries(batch, todo, options.out_dir.resolve(), options)
+
+
+def _grade_entries(batch: Batch, entries: list[Submission], out: Path,
+                   options: GradeOptions) -> list[SubmissionResult]:
     gpus: queue.Queue = queue.Queue()
     for g in options.gpus or (None,) * options.jobs:
         gpus.put(g)
     lock, aborted = threading.Lock(), threading.Event()
 
-    def one(entry: Submission | Rejected) -> SubmissionResult:
-        student_dir = out / entry.student
-        if isinstance(entry, Rejected):
-            result = rejected_result(batch.rubric, entry)
-        elif not options.regrade and (old := _cached(student_dir, entry, batch.rubric)):
-            result = old
-        else:
-            gpu = gpus.get()
-            try:
-                result, artifacts = grade_submission(_with_gpu(batch, gpu), entry)
-                if aborted.is_set():  # its sandbox was killed by the abort: not the student's result
-                    raise InterruptedError(entry.student)
-                write_artifacts(student_dir, artifacts)
-            except InfrastructureError as exc:
-                result = _infra_result(batch.rubric, entry, exc)
-            finally:
-                gpus.put(gpu)
-        write_result(student_dir, result)
+    def one(entry: Submission) -> SubmissionResult:
+        gpu, artifacts = gpus.get(), {}
+        try:
+            result, artifacts = grade_submission(_with_gpu(batch, gpu), entry)
+        except InfrastructureError as exc:
+            result = infrastructure_result(batch.rubric, entry, exc)
+        finally:
+            gpus.put(gpu)
+        if aborted.is_set():  # its sandbox was killed by the abort: not the student's result, write nothing
+            raise InterruptedError(entry.student)
+        record_result(out / entry.student, result, artifacts)
         if options.progress:
             with lock:
                 options.progress(entry.student, result)
@@ -133,7 +175,7 @@ def _grade_entries(batch: Batch, entries: list, out: Path, options: GradeOptions
         batch.sandbox.abort()
         raise
     pool.shutdown()
-    return sorted(results, key=lambda r: r.student)
+    return results
 
 
 def _with_gpu(batch: Batch, gpu: str | None) -> Batch:

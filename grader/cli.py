@@ -1,6 +1,7 @@
 """The ``grader`` command: a thin layer over keyword-only library functions.
 
     grader grade PATH... --out DIR [--rubric rubric.yaml] [--sandbox local|docker] [-j N] [--gpus 0,1]
+                 [--engine local|ray [--address HOST:PORT]]
     grader check [PATH]          # a student's self-check: public checks only, readable output
     grader selftest              # reference/ must get full marks, student_template/ zero
     grader report DIR            # re-render the HTML and exports from DIR/*/result.json
@@ -33,6 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--gradescope", action="store_true",
                        help="run inside Gradescope's container: grade /autograder/submission, write "
                             "/autograder/results/results.json")
+    grade.add_argument("--engine", choices=("local", "ray"), default="local",
+                       help="local: a worker pool on this machine (default); ray: one Ray task per submission "
+                            "on a Ray cluster (pip install -e '.[ray]')")
+    grade.add_argument("--address", default=None,
+                       help="--engine ray: the cluster's address, e.g. 10.0.0.1:6379 (default: $RAY_ADDRESS, "
+                            "else a Ray started on this machine)")
     grade.add_argument("--gradescope-root", type=Path, default=None, help=argparse.SUPPRESS)  # tests
     check = sub.add_parser("check", help="self-check a submission against the public checks")
     check.add_argument("path", nargs="?", type=Path, default=Path("."))
@@ -74,7 +81,8 @@ def _grade(args: argparse.Namespace, rubric: Rubric, paths: list[Path], out: Pat
 
     with Progress(enabled=not args.quiet) as progress:
         options = GradeOptions(out_dir=out, jobs=args.jobs, gpus=_gpus(args), regrade=getattr(args, "regrade", False),
-                               cache_dir=args.cache_dir, progress=progress.update)
+                               cache_dir=args.cache_dir, progress=progress.update,
+                               engine=getattr(args, "engine", "local"), ray_address=getattr(args, "address", None))
         progress.start(len(paths))
         return grade_all(paths, rubric=rubric, sandbox=_make_sandbox(args), options=options)
 
