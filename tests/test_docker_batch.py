@@ -57,3 +57,36 @@ def test_no_container_is_left_after_the_batch(docker_batch) -> None:
 
     client = docker.from_env()
     assert client.containers.list(all=True, filters={"label": LABEL}) == []
+
+
+def test_sigint_to_the_grader_mid_batch_leaves_no_container(tmp_path: Path, docker_sandbox, cache_dir: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import docker
+
+    from fixture_submissions import materialize
+    from grader.sandbox.docker import LABEL
+
+    materialize("infinite_loop", tmp_path / "class")
+    rubric = tmp_path / "train_only.yaml"
+    rubric.write_text(Path(__file__).with_name("rubric_small.yaml").read_text().split("checks:")[0] + (
+        "checks:\n  - {id: full_training, kind: full_training, name: Full training, points: 1, epochs: 1}\n"))
+    client = docker.from_env()
+    grader = subprocess.Popen([sys.executable, "-m", "grader", "grade", str(tmp_path / "class"), "--out",
+                               str(tmp_path / "out"), "--rubric", str(rubric), "--sandbox", "docker", "--image",
+                               "test", "-q", "--cache-dir", str(cache_dir)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while not client.containers.list(filters={"label": LABEL}) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert client.containers.list(filters={"label": LABEL}), "no grading container ever started"
+    time.sleep(2)
+    grader.send_signal(signal.SIGINT)
+    _, err = grader.communicate(timeout=120)
+    assert grader.returncode == 130, err
+    assert "interrupted" in err
+    time.sleep(1)
+    assert client.containers.list(all=True, filters={"label": LABEL}) == []
+    assert not (tmp_path / "out" / "infinite_loop" / "result.json").exists()  # no result for a killed job
