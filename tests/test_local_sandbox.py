@@ -49,7 +49,7 @@ def test_hidden_paths_are_empty_inside(tmp_path: Path) -> None:
     secret = tmp_path / "reference"
     secret.mkdir()
     (secret / "segmentation.py").write_text("ANSWERS = 42\n")
-    code = f"import os; print(os.listdir({str(secret)!r}))"
+    code = f"import os; p = {str(secret)!r}; print(os.listdir(p) if os.path.exists(p) else [])"
     run = LocalSandbox().run_argv([sys.executable, "-c", code], _request(tmp_path, hidden_paths=(secret,)))
     assert run.stdout.strip() == "[]", run.stderr
     assert (secret / "segmentation.py").exists()  # hidden, not harmed
@@ -98,3 +98,37 @@ def test_output_flood_is_truncated(tmp_path: Path) -> None:
     run = _run(tmp_path, "print_100mb.py", max_output_bytes=10_000)
     assert len(run.stdout) < 12_000 and run.output_truncated
     assert "bytes of output dropped" in run.stdout and run.stdout.rstrip().endswith("END-OF-OUTPUT")
+
+
+def test_tmp_is_private(tmp_path: Path) -> None:
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(prefix="host-secret-", dir="/tmp") as secret:
+        code = (f"import os; print(os.path.exists({secret.name!r})); open('/tmp/mine', 'w').write('x'); "
+                "print(sorted(os.listdir('/dev/shm')))")
+        run = LocalSandbox().run_argv([sys.executable, "-c", code], _request(tmp_path))
+    assert run.stdout.split("\n")[:2] == ["False", "[]"], run.stderr
+    assert not Path("/tmp/mine").exists()
+
+
+def test_sandbox_dies_with_the_grader(tmp_path: Path) -> None:
+    """A grader killed with SIGKILL leaves no student process behind, whatever the stage's timeout."""
+    import signal
+
+    req = _request(tmp_path, timeout_s=600)
+    script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent.parent)!r})\n"
+              "from pathlib import Path\nfrom grader.sandbox.base import SandboxRequest\n"
+              "from grader.sandbox.local import LocalSandbox\n"
+              f"req = SandboxRequest(submission_dir=Path({str(req.submission_dir)!r}), job_dir=Path({str(req.job_dir)!r}),"
+              f" out_dir=Path({str(req.out_dir)!r}), stage='import', timeout_s=600, memory_mb=1024)\n"
+              f"LocalSandbox().run_argv([sys.executable, {str(PROGRAMS / 'endless_loop.py')!r}], req)\n")
+    grader = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 30
+    pattern = str(PROGRAMS / "endless_loop.py")
+    while time.monotonic() < deadline and not subprocess.run(["pgrep", "-f", pattern], capture_output=True).stdout:
+        time.sleep(0.2)
+    assert subprocess.run(["pgrep", "-f", pattern], capture_output=True).stdout, "the loop never started"
+    grader.send_signal(signal.SIGKILL)
+    grader.wait()
+    time.sleep(2)
+    assert subprocess.run(["pgrep", "-f", pattern], capture_output=True).stdout == b""

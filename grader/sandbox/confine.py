@@ -3,7 +3,8 @@
 ``python -m grader.sandbox.confine --config FILE -- CMD...`` (spawned by ``grader.sandbox.local``):
 1. new mount + network (+ user, when not root) namespaces, where the kernel allows;
 2. a tmpfs over every hidden path (reference/, expected outputs, evaluation labels, the grader's results,
-   root's home), re-binding only the Python installation that the command needs;
+   root's home), a private tmpfs over /tmp and /dev/shm, re-binding only what the run needs (the Python
+   installation read-only, the job and submission read-only, the out folder and scratch writable);
 3. a new PID namespace, so the sandbox dies as a whole when its first process dies;
 4. rlimits (address space, processes, file size, no core dumps) and, when root, the uid/gid of nobody.
 Its first stderr line says what held: ``[sandbox] isolation: ...``. What the kernel refuses is said there
@@ -23,7 +24,7 @@ __all__ = ["MARKER", "main"]
 
 MARKER = "[sandbox] isolation: "
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x10000000, 0x20000000, 0x40000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 4096, 16384, 1 << 18
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
 NOBODY = 65534
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -52,22 +53,30 @@ def _enter_namespaces(root: bool) -> list[str]:
     return ["mount, network and PID namespaces" + ("" if root else " (in a user namespace)")]
 
 
-def _hide(hidden: list[str], expose: list[str]) -> list[str]:
-    """tmpfs over each hidden path; re-bind exposed paths that live below one (e.g. Python under /root)."""
-    keep = {p: os.open(p, os.O_PATH) for p in expose if os.path.exists(p)}
-    done = []
-    for path in hidden:
-        if not os.path.isdir(path):
-            continue
-        _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=755")
-        done.append(path)
-    for path, fd in keep.items():
-        if any(path == h or path.startswith(h.rstrip("/") + "/") for h in done):
+def _inside(path: str, mounts: list[str]) -> bool:
+    return any(path == m or path.startswith(m.rstrip("/") + "/") for m in mounts)
+
+
+def _hide(cfg: dict) -> list[str]:
+    """Empty tmpfs over each hidden path, a private writable tmpfs over each shared scratch place (/tmp,
+    /dev/shm: nothing of the host or of other students), then the paths the run needs bound back in."""
+    expose = {p: os.open(p, os.O_PATH) for p, _ in cfg["expose"] if os.path.exists(p)}
+    writable = {p for p, rw in cfg["expose"] if rw}
+    mounted = []
+    for path in cfg["hidden"] + cfg["private"]:
+        if os.path.isdir(path):
+            private = path in cfg["private"]
+            _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV,
+                   "size=512m,mode=1777" if private else "size=64k,mode=755")
+            mounted.append(path)
+    for path, fd in sorted(expose.items()):
+        if _inside(path, mounted):
             os.makedirs(path, exist_ok=True)
             _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
-            _mount("none", path, None, MS_BIND | MS_REC | MS_RDONLY | 32 | MS_NOSUID)  # 32: MS_REMOUNT
+            if path not in writable:
+                _mount("none", path, None, MS_BIND | MS_REC | MS_RDONLY | MS_REMOUNT | MS_NOSUID)
         os.close(fd)
-    return [f"hid {len(done)} paths"]
+    return [f"hid {len(mounted) - len(cfg['private'])} paths, private {', '.join(cfg['private'])}"]
 
 
 def _limits(cfg: dict) -> None:
@@ -99,10 +108,12 @@ def main() -> None:
     cfg = json.loads(Path(sys.argv[sys.argv.index("--config") + 1]).read_text())
     argv = sys.argv[sep + 1:]
     root = os.getuid() == 0
+    # Die with the grader: if it is killed (even SIGKILL), no student code outlives it, timeout or not.
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     notes: list[str] = []
     try:
         notes += _enter_namespaces(root)
-        notes += _hide(cfg["hidden"], cfg["expose"])
+        notes += _hide(cfg)
         _become_pid1_parent(argv)
     except OSError as exc:
         notes.append(f"NOT isolated: the kernel refused namespaces ({exc}); reference/ and labels are "

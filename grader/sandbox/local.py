@@ -83,17 +83,22 @@ class LocalSandbox:
         for d in (request.job_dir, request.submission_dir):
             _readable_tree(d)
         os.chmod(request.out_dir, 0o777)
-        with tempfile.TemporaryDirectory(prefix="seg-sandbox-") as scratch:
+        with tempfile.TemporaryDirectory(prefix="seg-sandbox-") as scratch, \
+                tempfile.NamedTemporaryFile("w", prefix="seg-confine-", suffix=".json") as config:
             os.chmod(scratch, 0o777)
-            config = Path(scratch) / "confine.json"
-            config.write_text(json.dumps(self._confine_config(request, scratch)))
-            argv = [self.python, "-m", "grader.sandbox.confine", "--config", str(config), "--", *command]
+            json.dump(self._confine_config(request, scratch), config)  # read before /tmp is made private
+            config.flush()
+            argv = [self.python, "-m", "grader.sandbox.confine", "--config", config.name, "--", *command]
             return self._spawn(argv, request, scratch)
 
     def _confine_config(self, request: SandboxRequest, scratch: str) -> dict:
         hidden = [str(p) for p in request.hidden_paths] + [os.path.expanduser("~")]
         prefixes = {sys.prefix, sys.base_prefix, os.path.dirname(os.path.dirname(os.path.realpath(self.python)))}
-        return {"hidden": hidden, "expose": sorted(prefixes), "cwd": scratch, "env": self._env(request, scratch),
+        expose = [[p, False] for p in sorted(prefixes)] + [
+            [str(request.job_dir), False], [str(request.submission_dir), False], [str(request.out_dir), True],
+            [scratch, True]]
+        return {"hidden": hidden, "private": ["/tmp", "/var/tmp", "/dev/shm"], "expose": expose,
+                "cwd": scratch, "env": self._env(request, scratch),
                 "memory_mb": request.memory_mb, "max_processes": request.max_processes,
                 "max_file_mb": request.max_file_mb}
 
