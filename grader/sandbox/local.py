@@ -94,7 +94,8 @@ class LocalSandbox:
     def _confine_config(self, request: SandboxRequest, scratch: str) -> dict:
         hidden = [str(p) for p in request.hidden_paths] + [os.path.expanduser("~")]
         prefixes = {sys.prefix, sys.base_prefix, os.path.dirname(os.path.dirname(os.path.realpath(self.python)))}
-        expose = [[p, False] for p in sorted(prefixes)] + [
+        package = str(Path(__file__).resolve().parent.parent)  # grader/ itself (the runner), never reference/
+        expose = [[p, False] for p in sorted(prefixes | {package})] + [
             [str(request.job_dir), False], [str(request.submission_dir), False], [str(request.out_dir), True],
             [scratch, True]]
         return {"hidden": hidden, "private": ["/tmp", "/var/tmp", "/dev/shm"], "expose": expose,
