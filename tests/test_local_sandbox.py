@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -26,8 +27,15 @@ def _request(tmp_path: Path, **overrides: object) -> SandboxRequest:
     return SandboxRequest(**{**settings, **overrides})
 
 
+def _program(request: SandboxRequest, program: str) -> str:
+    """The program as the sandbox sees it: inside the submission (nothing else of the host is there)."""
+    shutil.copy(PROGRAMS / program, request.submission_dir / program)
+    return str(request.submission_dir / program)
+
+
 def _run(tmp_path: Path, program: str, *args: str, **overrides: object) -> SandboxRun:
-    return LocalSandbox().run_argv([sys.executable, str(PROGRAMS / program), *args], _request(tmp_path, **overrides))
+    request = _request(tmp_path, **overrides)
+    return LocalSandbox().run_argv([sys.executable, _program(request, program), *args], request)
 
 
 def test_isolation_is_reported(tmp_path: Path) -> None:
@@ -45,7 +53,7 @@ def test_environment_is_scrubbed_and_privileges_dropped(tmp_path: Path, monkeypa
         assert info["uid"] == 65534 and info["caps"]["CapEff"] == "0000000000000000"
 
 
-def test_hidden_paths_are_empty_inside(tmp_path: Path) -> None:
+def test_nothing_outside_the_allow_list_is_visible(tmp_path: Path) -> None:
     secret = tmp_path / "reference"
     secret.mkdir()
     (secret / "segmentation.py").write_text("ANSWERS = 42\n")
@@ -53,6 +61,11 @@ def test_hidden_paths_are_empty_inside(tmp_path: Path) -> None:
     run = LocalSandbox().run_argv([sys.executable, "-c", code], _request(tmp_path, hidden_paths=(secret,)))
     assert run.stdout.strip() == "[]", run.stderr
     assert (secret / "segmentation.py").exists()  # hidden, not harmed
+    repo = Path(__file__).resolve().parent.parent
+    code = (f"import os; print([os.path.exists(p) for p in ({str(repo / 'reference')!r}, {str(repo / 'tests')!r}, "
+            f"os.path.expanduser('~root/.cache'), '/home', '/opt', '/srv', '/var/lib')])")
+    run = LocalSandbox().run_argv([sys.executable, "-c", code], _request(tmp_path))
+    assert run.stdout.strip() == str([False] * 7), run.stdout + run.stderr
 
 
 def test_endless_loop_is_killed_at_the_timeout(tmp_path: Path) -> None:
@@ -66,7 +79,7 @@ def test_fork_bomb_is_contained(tmp_path: Path) -> None:
     run = _run(tmp_path, "fork_bomb.py", timeout_s=4, max_processes=64)
     assert run.timed_out and time.monotonic() - start < 30
     time.sleep(1)
-    left = subprocess.run(["pgrep", "-f", str(PROGRAMS / "fork_bomb.py")], capture_output=True, text=True)
+    left = subprocess.run(["pgrep", "-f", str(tmp_path / "submission" / "fork_bomb.py")], capture_output=True, text=True)
     assert left.stdout.strip() == "", "fork bomb processes survived the sandbox"
 
 
@@ -87,7 +100,7 @@ def test_network_is_unreachable(tmp_path: Path) -> None:
 def test_writes_outside_the_out_folder_fail(tmp_path: Path) -> None:
     req = _request(tmp_path)
     targets = [str(req.job_dir / "x"), str(req.submission_dir / "x"), str(Path(__file__)), str(req.out_dir / "ok")]
-    run = LocalSandbox().run_argv([sys.executable, str(PROGRAMS / "write_probe.py"), *targets], req)
+    run = LocalSandbox().run_argv([sys.executable, _program(req, "write_probe.py"), *targets], req)
     result = json.loads(run.stdout)
     assert result[str(req.out_dir / "ok")] == "ok"
     if ROOT:  # as an ordinary user, the user's own files stay writable: that is why Docker is the production engine
@@ -116,15 +129,16 @@ def test_sandbox_dies_with_the_grader(tmp_path: Path) -> None:
     import signal
 
     req = _request(tmp_path, timeout_s=600)
+    loop = _program(req, "endless_loop.py")
     script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent.parent)!r})\n"
               "from pathlib import Path\nfrom grader.sandbox.base import SandboxRequest\n"
               "from grader.sandbox.local import LocalSandbox\n"
               f"req = SandboxRequest(submission_dir=Path({str(req.submission_dir)!r}), job_dir=Path({str(req.job_dir)!r}),"
               f" out_dir=Path({str(req.out_dir)!r}), stage='import', timeout_s=600, memory_mb=1024)\n"
-              f"LocalSandbox().run_argv([sys.executable, {str(PROGRAMS / 'endless_loop.py')!r}], req)\n")
+              f"LocalSandbox().run_argv([sys.executable, {loop!r}], req)\n")
     grader = subprocess.Popen([sys.executable, "-c", script])
     deadline = time.monotonic() + 30
-    pattern = str(PROGRAMS / "endless_loop.py")
+    pattern = loop
     while time.monotonic() < deadline and not subprocess.run(["pgrep", "-f", pattern], capture_output=True).stdout:
         time.sleep(0.2)
     assert subprocess.run(["pgrep", "-f", pattern], capture_output=True).stdout, "the loop never started"

@@ -2,9 +2,11 @@
 
 ``python -m grader.sandbox.confine --config FILE -- CMD...`` (spawned by ``grader.sandbox.local``):
 1. new mount + network (+ user, when not root) namespaces, where the kernel allows;
-2. a tmpfs over every hidden path (reference/, expected outputs, evaluation labels, the grader's results,
-   root's home), a private tmpfs over /tmp and /dev/shm, re-binding only what the run needs (the Python
-   installation read-only, the job and submission read-only, the out folder and scratch writable);
+2. a new root built from an ALLOW-list, then chroot: a tmpfs holding only the system folders (read-only),
+   /dev, a fresh /proc, private /tmp, /var/tmp and /dev/shm, and the paths the run needs bound in (the
+   Python installation, the grader package, the job and the submission read-only; the out folder and the
+   scratch writable). Nothing else of the host exists inside: not reference/, not the labels or the cache,
+   not the results, not home folders, not other checkouts of the repository;
 3. a new PID namespace, so the sandbox dies as a whole when its first process dies;
 4. rlimits (address space, processes, file size, no core dumps) and, when root, the uid/gid of nobody.
 Its first stderr line says what held: ``[sandbox] isolation: ...``. What the kernel refuses is said there
@@ -53,30 +55,42 @@ def _enter_namespaces(root: bool) -> list[str]:
     return ["mount, network and PID namespaces" + ("" if root else " (in a user namespace)")]
 
 
-def _inside(path: str, mounts: list[str]) -> bool:
-    return any(path == m or path.startswith(m.rstrip("/") + "/") for m in mounts)
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+PRIVATE_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
 
 
-def _hide(cfg: dict) -> list[str]:
-    """Empty tmpfs over each hidden path, a private writable tmpfs over each shared scratch place (/tmp,
-    /dev/shm: nothing of the host or of other students), then the paths the run needs bound back in."""
-    expose = {p: os.open(p, os.O_PATH) for p, _ in cfg["expose"] if os.path.exists(p)}
-    writable = {p for p, rw in cfg["expose"] if rw}
-    mounted = []
-    for path in cfg["hidden"] + cfg["private"]:
-        if os.path.isdir(path):
-            private = path in cfg["private"]
-            _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV,
-                   "size=512m,mode=1777" if private else "size=64k,mode=755")
-            mounted.append(path)
-    for path, fd in sorted(expose.items()):
-        if _inside(path, mounted):
-            os.makedirs(path, exist_ok=True)
-            _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
-            if path not in writable:
-                _mount("none", path, None, MS_BIND | MS_REC | MS_RDONLY | MS_REMOUNT | MS_NOSUID)
-        os.close(fd)
-    return [f"hid {len(mounted) - len(cfg['private'])} paths, private {', '.join(cfg['private'])}"]
+def _bind(source: str, target: str, *, writable: bool) -> None:
+    os.makedirs(target, exist_ok=True)
+    _mount(source, target, None, MS_BIND | MS_REC)
+    if not writable:
+        _mount("none", target, None, MS_BIND | MS_REC | MS_RDONLY | MS_REMOUNT | MS_NOSUID)
+
+
+def _build_root(cfg: dict) -> str:
+    """A tmpfs root holding only the allow-list; returns its host path (chroot into it later)."""
+    new = cfg["root_dir"]
+    _mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=755")
+    for path in SYSTEM_DIRS:
+        if os.path.islink(path):  # merged /usr: /bin -> usr/bin
+            os.symlink(os.readlink(path), new + path)
+        elif os.path.isdir(path):
+            _bind(path, new + path, writable=False)
+    _bind("/dev", new + "/dev", writable=True)
+    os.makedirs(new + "/proc")
+    for path in PRIVATE_DIRS:
+        os.makedirs(new + path, exist_ok=True)
+        _mount("tmpfs", new + path, "tmpfs", MS_NOSUID | MS_NODEV, "size=512m,mode=1777")
+    for path, writable in sorted(cfg["expose"]):
+        if os.path.exists(path):
+            _bind(path, new + path, writable=writable)
+    return new
+
+
+def _enter_root(new: str) -> None:
+    """In the PID namespace's first process: its own /proc, then the new root."""
+    _mount("proc", new + "/proc", "proc", MS_NOSUID | MS_NODEV | 8)  # 8: MS_NOEXEC
+    os.chroot(new)
+    os.chdir("/")
 
 
 def _limits(cfg: dict) -> None:
@@ -113,8 +127,10 @@ def main() -> None:
     notes: list[str] = []
     try:
         notes += _enter_namespaces(root)
-        notes += _hide(cfg)
+        new_root = _build_root(cfg)
         _become_pid1_parent(argv)
+        _enter_root(new_root)
+        notes.append("an allow-list root (system folders, Python, grader, job, submission, out, scratch)")
     except OSError as exc:
         notes.append(f"NOT isolated: the kernel refused namespaces ({exc}); reference/ and labels are "
                      "hidden only by file permissions")

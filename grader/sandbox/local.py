@@ -84,21 +84,23 @@ class LocalSandbox:
             _readable_tree(d)
         os.chmod(request.out_dir, 0o777)
         with tempfile.TemporaryDirectory(prefix="seg-sandbox-") as scratch, \
+                tempfile.TemporaryDirectory(prefix="seg-root-") as root_dir, \
                 tempfile.NamedTemporaryFile("w", prefix="seg-confine-", suffix=".json") as config:
             os.chmod(scratch, 0o777)
-            json.dump(self._confine_config(request, scratch), config)  # read before /tmp is made private
+            settings = self._confine_config(request, scratch, root_dir)
+            _refuse_exposed_secrets(settings["expose"], request.hidden_paths)
+            json.dump(settings, config)  # read by confine before it changes root
             config.flush()
             argv = [self.python, "-m", "grader.sandbox.confine", "--config", config.name, "--", *command]
             return self._spawn(argv, request, scratch)
 
-    def _confine_config(self, request: SandboxRequest, scratch: str) -> dict:
-        hidden = [str(p) for p in request.hidden_paths] + [os.path.expanduser("~")]
+    def _confine_config(self, request: SandboxRequest, scratch: str, root_dir: str) -> dict:
         prefixes = {sys.prefix, sys.base_prefix, os.path.dirname(os.path.dirname(os.path.realpath(self.python)))}
         package = str(Path(__file__).resolve().parent.parent)  # grader/ itself (the runner), never reference/
         expose = [[p, False] for p in sorted(prefixes | {package})] + [
             [str(request.job_dir), False], [str(request.submission_dir), False], [str(request.out_dir), True],
             [scratch, True]]
-        return {"hidden": hidden, "private": ["/tmp", "/var/tmp", "/dev/shm"], "expose": expose,
+        return {"root_dir": root_dir, "expose": expose,
                 "cwd": scratch, "env": self._env(request, scratch),
                 "memory_mb": request.memory_mb, "max_processes": request.max_processes,
                 "max_file_mb": request.max_file_mb}
@@ -142,6 +144,15 @@ class LocalSandbox:
                           out_of_memory=not timed_out and any(s in stderr for s in OOM_SIGNS),
                           duration_s=time.monotonic() - start, stdout=out.text(), stderr=stderr,
                           output_truncated=bool(out.dropped or err.dropped), isolation=isolation)
+
+
+def _refuse_exposed_secrets(expose: list, hidden: tuple[Path, ...]) -> None:
+    """The allow-list root shows only what is exposed: a hidden path must not lie inside any of it."""
+    for path, _ in expose:
+        for secret in hidden:
+            if Path(secret).resolve().is_relative_to(Path(path).resolve()):
+                raise InfrastructureError(f"{secret} (hidden from students) lies inside {path}, which the "
+                                          "sandbox must show; move the results / cache / reference elsewhere")
 
 
 def _traversable_parents(path: Path) -> None:
