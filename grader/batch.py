@@ -5,6 +5,7 @@ retries) is recorded as ``infrastructure_error`` — never a zero — and regrad
 """
 from __future__ import annotations
 
+import importlib.metadata
 import platform
 import queue
 import shutil
@@ -15,14 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-import torch
-
 from grader import __version__
-from grader.expected import expected_outputs, reference_module
 from grader.intake import Rejected, Submission, discover
-from grader.jobs import build_job
 from grader.judge import JudgeContext
 from grader.pipeline import Batch, grade_submission, rejected_result, write_artifacts
+from grader.prepare import prepare_job
 from grader.results import SubmissionResult, read_result, write_json_atomic, write_result
 from grader.rubric import Rubric
 from grader.sandbox.base import InfrastructureError, Sandbox
@@ -71,20 +69,41 @@ def infrastructure_result(rubric: Rubric, sub: Submission, exc: Exception) -> Su
                             provenance={"grader_version": __version__, "submission_hash": sub.content_hash})
 
 
+def _torch_version() -> str:
+    """The installed torch's version, read from its metadata: this process never imports torch."""
+    try:
+        return importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _reference_dir() -> Path:
+    """reference/ (found without importing it: importing the reference would import torch)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("reference")
+    if spec is None or not spec.submodule_search_locations:
+        raise InfrastructureError("the reference solution (package `reference`) is not installed")
+    return Path(next(iter(spec.submodule_search_locations))).resolve()
+
+
 def _provenance(rubric: Rubric, dataset_hash: str, device: str) -> dict:
-    return {"grader_version": __version__, "torch_version": torch.__version__,
+    return {"grader_version": __version__, "torch_version": _torch_version(),
             "python_version": platform.python_version(), "device": device, "dataset_hash": dataset_hash,
             "seeds": {c.id: c.seed for c in rubric.checks}, "threads": rubric.threads}
 
 
 def prepare_batch(rubric: Rubric, *, sandbox: Sandbox, scratch: Path, cache_dir: Path, device: str = "cpu",
                   hidden: tuple[Path, ...] = ()) -> Batch:
-    """What every submission of a batch shares: the job folder, expected outputs, provenance (built once)."""
-    plan = build_job(rubric, job_dir=scratch / "job", cache_dir=cache_dir, device=device)
-    ctx = JudgeContext(plan=plan, expected=expected_outputs(plan.cases), num_classes=rubric.num_classes)
-    hidden_paths = (Path(reference_module().__file__).resolve().parent, cache_dir, *hidden)
+    """What every submission of a batch shares: the job folder, expected outputs, provenance (built once, by
+    a trusted subprocess: see ``grader.prepare``). Hidden from the sandbox: reference/, the dataset cache
+    (labels) and the host-only folder (expected outputs, evaluation labels)."""
+    prepared = prepare_job(rubric, job_dir=scratch / "job", host_dir=scratch / "host", cache_dir=cache_dir,
+                           device=device)
+    ctx = JudgeContext(plan=prepared.plan, expected=prepared.expected, num_classes=rubric.num_classes)
+    hidden_paths = (_reference_dir(), cache_dir, prepared.host_dir, *hidden)
     return Batch(rubric=rubric, ctx=ctx, sandbox=sandbox, hidden_paths=hidden_paths, scratch=scratch,
-                 device=device, provenance=_provenance(rubric, plan.dataset_hash, device))
+                 device=device, provenance=_provenance(rubric, prepared.plan.dataset_hash, device))
 
 
 def record_result(student_dir: Path, result: SubmissionResult, artifacts: dict) -> None:

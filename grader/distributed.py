@@ -14,9 +14,12 @@ run grades again.
 from __future__ import annotations
 
 import atexit
+import functools
 import io
 import os
 import shutil
+import subprocess
+import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass, replace
@@ -120,10 +123,23 @@ def _node_scratch() -> Path:
     return scratch
 
 
-def _node_batch(spec: TaskSpec, gpu: str | None) -> Batch:
-    import torch
+@functools.cache
+def _cuda_usable(gpu: str) -> bool:
+    """Whether the sandbox's torch can use GPU ``gpu`` (fake GPUs, CPU wheels: not). Asked of a child
+    interpreter (isolated: -I), once per worker and GPU, like every torch question of the grader: the worker
+    itself never imports torch."""
+    code = "import torch; print(torch.cuda.is_available())"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
+    try:
+        done = subprocess.run([sys.executable, "-I", "-c", code], check=False, capture_output=True, text=True, env=env,
+                              timeout=300, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise InfrastructureError(f"cannot ask torch about GPU {gpu}: {exc}") from exc
+    return done.returncode == 0 and done.stdout.strip().endswith("True")
 
-    device = "cuda" if gpu is not None and torch.cuda.is_available() else "cpu"  # what the runner will use
+
+def _node_batch(spec: TaskSpec, gpu: str | None) -> Batch:
+    device = "cuda" if gpu is not None and _cuda_usable(gpu) else "cpu"  # what the runner will use
     key = (spec.rubric.source_hash, spec.engine, spec.image, spec.cache_dir, device)
     if key not in _NODE_BATCHES:
         scratch = _node_scratch()

@@ -1,34 +1,38 @@
 """Expected outputs, computed on the HOST from ``reference/`` (trusted code), never written to a job folder.
 
-Computed once per batch (the cases depend only on the rubric) and held in memory by the caller.
+Computed once per batch (the cases depend only on the rubric) by the trusted preparation process
+(``grader.prepare``), which saves them as one .npy per case into the batch's host-only folder; the
+grader's own process loads them back with ``np.load(allow_pickle=False)`` and never imports torch.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
-import torch
 
 from grader.cases import UnitCase
 
-__all__ = ["Expected", "expected_outputs", "reference_module"]
-
+__all__ = ["Expected", "expected_outputs", "reference_module", "save_expected", "load_expected"]
 
 @dataclass(frozen=True)
 class Expected:
     value: np.ndarray | float  # array for tensor results, float for metrics (nan allowed)
 
 
-def reference_module():  # noqa: ANN201 - a module
-    """The reference solution, imported only here, in the trusted host process."""
+def reference_module() -> ModuleType:
+    """The reference solution, imported only in a trusted host process (never the sandbox)."""
     from reference import segmentation
 
     return segmentation
 
 
 def expected_outputs(cases: dict[str, list[UnitCase]]) -> dict[str, Expected]:
-    """case id -> Expected, for every unit case of the batch."""
+    """case id -> Expected, for every unit case of the batch (imports torch and the reference)."""
+    import torch
+
     ref = reference_module()
     out = {}
     with torch.no_grad():
@@ -41,7 +45,32 @@ def expected_outputs(cases: dict[str, list[UnitCase]]) -> dict[str, Expected]:
 
 
 def _plain(value: object) -> np.ndarray | float:
+    import torch
+
     if isinstance(value, torch.Tensor) and value.ndim > 0:
         return value.double().numpy() if value.dtype.is_floating_point else value.numpy()
     number = float(value)
     return number if not math.isnan(number) else float("nan")
+
+
+def _path(folder: Path, case_id: str) -> Path:
+    if not case_id or case_id.startswith(".") or any(c in case_id for c in "/\\\0"):
+        raise ValueError(f"case id {case_id!r} cannot name a file")  # ids come from the rubric's check ids
+    return folder / f"{case_id}.npy"
+
+
+def save_expected(folder: Path, expected: dict[str, Expected]) -> None:
+    """One .npy per case id; a number is saved as a 0-d float64 array (nan kept)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for case_id, exp in expected.items():
+        value = exp.value if isinstance(exp.value, np.ndarray) else np.float64(exp.value)
+        np.save(_path(folder, case_id), np.asarray(value), allow_pickle=False)
+
+
+def load_expected(folder: Path, case_ids: list[str]) -> dict[str, Expected]:
+    """The saved expected value of every case id (a 0-d array becomes a float again)."""
+    out = {}
+    for case_id in case_ids:
+        value = np.load(_path(folder, case_id), allow_pickle=False)
+        out[case_id] = Expected(float(value) if value.ndim == 0 else value)
+    return out

@@ -3,6 +3,9 @@
 What goes in: job.json (stages, seeds, budgets the runner needs), the unit cases' arrays, the overfit
 example (a TRAINING image and its mask), the training split, and the evaluation IMAGES. What stays on the
 host, in the returned ``JobPlan``: the evaluation labels and the cases' metadata for feedback.
+
+``build_job`` reads the dataset (torchvision), so it runs in the trusted preparation process
+(``grader.prepare``), not in the grader's own process; ``unit_cases`` is numpy-only and runs in both.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from grader.cases import UnitCase, make_cases
 from grader.dataset import dataset_hash, embedded_voc_root, load_split
 from grader.rubric import STAGE_OF_KIND, Rubric
 
-__all__ = ["JobPlan", "build_job", "data_root"]
+__all__ = ["JobPlan", "build_job", "data_root", "unit_cases"]
 
 JOB_SCHEMA = 1
 
@@ -41,12 +44,18 @@ def data_root(rubric: Rubric, *, cache_dir: Path | None = None) -> Path:
     return embedded_voc_root(cache_dir=cache_dir, n_train=ds.n_train, n_val=ds.n_val, size=ds.size, seed=ds.seed)
 
 
+def unit_cases(rubric: Rubric) -> dict[str, list[UnitCase]]:
+    """check id -> its unit cases, in rubric order (deterministic: seeded by the rubric alone)."""
+    return {c.id: make_cases(c) for c in rubric.checks if STAGE_OF_KIND[c.kind] == "unit"}
+
+
 def build_job(rubric: Rubric, *, job_dir: Path, cache_dir: Path | None = None, device: str = "cpu") -> JobPlan:
+    """Write the job folder and return the plan, in THIS process (which then imports torchvision)."""
     if job_dir.exists():
         shutil.rmtree(job_dir)
     (job_dir / "unit").mkdir(parents=True)
     stages: dict[str, dict] = {"import": {}}
-    cases = {c.id: make_cases(c) for c in rubric.checks if STAGE_OF_KIND[c.kind] == "unit"}
+    cases = unit_cases(rubric)
     if cases:
         stages["unit"] = {"cases": [_write_case(job_dir, case) for cs in cases.values() for case in cs]}
     plan = dict(overfit_target=None, overfit_image=None, eval_images=None, eval_labels=None, dataset_hash="")

@@ -1,0 +1,170 @@
+"""A batch's shared job, prepared in a trusted HOST subprocess, so the grader's own process never imports torch.
+
+``python -m grader.prepare --rubric R --job-dir J --host-dir H --cache-dir C --device D`` (spawned by
+``prepare_job``) is trusted code: it imports torch, torchvision and ``reference/``, never student code. It
+builds the job folder J for the sandbox (``grader.jobs.build_job``) and writes into H what only the host
+may see: the expected output of every unit case (``expected/<case id>.npy``, numbers as 0-d arrays), the
+evaluation labels and images, the overfit example, and ``host.json`` (dataset hash, case ids). The parent
+reads H back with ``np.load(allow_pickle=False)`` into the same ``JobPlan`` and ``Expected`` it used to
+compute in process: importing torch alone cost the grader ~520 MB of RSS and seconds per command.
+
+H lies beside J in the batch's scratch folder, owner-only, and is one of the sandbox's hidden paths.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import grader
+from grader.expected import Expected, load_expected, save_expected
+from grader.jobs import JobPlan, unit_cases
+from grader.rubric import Rubric, parse_rubric, rubric_yaml
+from grader.sandbox.base import InfrastructureError
+
+__all__ = ["HOST_SCHEMA", "PREPARE_TIMEOUT_S", "HOST_ARRAYS", "Prepared", "prepare_job", "write_host_dir", "main"]
+
+HOST_SCHEMA = 1
+PREPARE_TIMEOUT_S = 1800.0  # generating the embedded set or reading all of VOC takes minutes, not hours
+HOST_ARRAYS = ("overfit_target", "overfit_image", "eval_images", "eval_labels")  # JobPlan fields kept in H
+_STDERR_TAIL = 2000  # characters of the child's stderr quoted in the error
+
+
+@dataclass(frozen=True)
+class Prepared:
+    plan: JobPlan
+    expected: dict[str, Expected]  # case id -> the reference's output
+    host_dir: Path  # host-only: hide it from the sandbox
+
+
+# ---------------------------------------------------------------------------- the grader's process
+def prepare_job(rubric: Rubric, *, job_dir: Path, host_dir: Path, cache_dir: Path | None = None,
+                device: str = "cpu", timeout_s: float = PREPARE_TIMEOUT_S) -> Prepared:
+    """Build ``job_dir`` and ``host_dir`` in a trusted subprocess; load the host data back (no torch here)."""
+    job_dir, host_dir = Path(job_dir).resolve(), Path(host_dir).resolve()
+    rubric_file = _fresh_host_dir(host_dir) / "rubric.yaml"
+    rubric_file.write_text(_handover_text(rubric), encoding="utf-8")
+    argv = [sys.executable, "-m", "grader.prepare", "--rubric", str(rubric_file), "--job-dir", str(job_dir),
+            "--host-dir", str(host_dir), "--device", device]
+    if cache_dir is not None:
+        argv += ["--cache-dir", str(Path(cache_dir).resolve())]
+    _run_child(argv, timeout_s)
+    return _load_host_dir(rubric, job_dir, host_dir)
+
+
+def _handover_text(rubric: Rubric) -> str:
+    text = rubric_yaml(rubric)
+    if dataclasses.replace(parse_rubric(text), source_hash=rubric.source_hash) != rubric:
+        raise InfrastructureError("the rubric cannot be handed to the preparation process: it does not survive "
+                                  "a YAML round trip (was it built in code with settings YAML cannot express?)")
+    return text
+
+
+def _fresh_host_dir(host_dir: Path) -> Path:
+    """An empty owner-only folder: where the sandbox runs as nobody, file modes hide it too."""
+    shutil.rmtree(host_dir, ignore_errors=True)
+    host_dir.mkdir(parents=True)
+    os.chmod(host_dir, 0o700)
+    return host_dir
+
+
+def _package_root() -> Path:
+    """The folder holding the ``grader`` package: the child's working directory, so ``-m`` puts it (not the
+    TA's current folder, which may hold students' files) first on the child's sys.path."""
+    return Path(grader.__file__).resolve().parent.parent
+
+
+def _run_child(argv: list[str], timeout_s: float) -> None:
+    try:
+        done = subprocess.run(argv, check=False, cwd=_package_root(), stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired as exc:
+        raise InfrastructureError(f"preparing the job (expected outputs, dataset) took longer than {timeout_s:g} s"
+                                  f"{_tail(exc.stderr)}") from exc
+    except OSError as exc:
+        raise InfrastructureError(f"cannot start the job preparation process {argv[0]}: {exc}") from exc
+    if done.returncode != 0:
+        raise InfrastructureError(f"preparing the job (expected outputs, dataset) failed with exit code "
+                                  f"{done.returncode}{_tail(done.stderr)}")
+
+
+def _tail(stderr: str | bytes | None) -> str:
+    text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else (stderr or "")
+    text = text.strip()
+    return f":\n{text[-_STDERR_TAIL:]}" if text else " (no error output)"
+
+
+def _load_host_dir(rubric: Rubric, job_dir: Path, host_dir: Path) -> Prepared:
+    cases = unit_cases(rubric)  # numpy-only and seeded by the rubric: rebuilt here, checked against the child's
+    ids = [case.id for cs in cases.values() for case in cs]
+    try:
+        meta = json.loads((host_dir / "host.json").read_text())
+        if meta.get("schema") != HOST_SCHEMA or meta.get("case_ids") != ids:
+            raise ValueError("the preparation process made other unit cases than the grader (schema "
+                             f"{meta.get('schema')}, {len(meta.get('case_ids') or [])} cases vs {len(ids)})")
+        expected = load_expected(host_dir / "expected", ids)
+        arrays = {name: _load_array(host_dir, name) for name in HOST_ARRAYS}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InfrastructureError(f"the prepared host data in {host_dir} is unreadable: {exc}") from exc
+    plan = JobPlan(job_dir=job_dir, cases=cases, dataset_hash=str(meta.get("dataset_hash", "")), **arrays)
+    return Prepared(plan=plan, expected=expected, host_dir=host_dir)
+
+
+def _load_array(host_dir: Path, name: str) -> np.ndarray | None:
+    path = host_dir / f"{name}.npy"
+    return np.load(path, allow_pickle=False) if path.is_file() else None
+
+
+# ---------------------------------------------------------------------- the preparation process
+def write_host_dir(plan: JobPlan, expected: dict[str, Expected], host_dir: Path) -> None:
+    """What only the host may see, as plain .npy files and one JSON file (``host.json`` last: complete)."""
+    save_expected(host_dir / "expected", expected)
+    for name in HOST_ARRAYS:
+        value = getattr(plan, name)
+        if value is not None:
+            np.save(host_dir / f"{name}.npy", value, allow_pickle=False)
+    meta = {"schema": HOST_SCHEMA, "dataset_hash": plan.dataset_hash,
+            "case_ids": [case.id for cs in plan.cases.values() for case in cs]}
+    (host_dir / "host.json").write_text(json.dumps(meta, indent=1))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m grader.prepare", description=__doc__.splitlines()[0])
+    parser.add_argument("--rubric", type=Path, required=True, help="the rubric's YAML file")
+    parser.add_argument("--job-dir", type=Path, required=True, help="the job folder to build (sandbox-visible)")
+    parser.add_argument("--host-dir", type=Path, required=True, help="where host-only data goes (hidden)")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="dataset cache (default: the user's)")
+    parser.add_argument("--device", default="cpu", help="the device the runner should use (job.json)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    from grader.dataset import VOCDatasetMissing
+    from grader.expected import expected_outputs
+    from grader.jobs import build_job
+    from grader.rubric import RubricError, load_rubric
+
+    args = _parser().parse_args(argv)
+    torch.set_num_threads(1)  # fixed, so the reference's float sums come out the same on every machine
+    try:
+        rubric = load_rubric(args.rubric)
+        plan = build_job(rubric, job_dir=args.job_dir, cache_dir=args.cache_dir, device=args.device)
+    except (RubricError, VOCDatasetMissing, ValueError) as exc:  # configuration errors: the message says it all
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    write_host_dir(plan, expected_outputs(plan.cases), args.host_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
