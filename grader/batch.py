@@ -37,7 +37,9 @@ class GradeOptions:
     gpus: tuple[str, ...] = ()  # GPU indices; one job per GPU at a time
     regrade: bool = False
     cache_dir: Path | None = None
-    progress: Callable[[str, SubmissionResult], None] | None = None
+    progress: Callable[[str, SubmissionResult], None] | None = None  # a submission finished
+    on_total: Callable[[int], None] | None = None  # how many submissions intake found
+    on_begin: Callable[[str], None] | None = None  # a submission's sandbox is starting
     engine: str = "local"  # "local": a worker pool here; "ray": one Ray task per submission (grader.distributed)
     ray_address: str | None = None  # engine "ray": the cluster to join (None: RAY_ADDRESS, else a local one)
 
@@ -120,6 +122,8 @@ def grade_all(paths: Sequence[Path], *, rubric: Rubric, sandbox: Sandbox, option
     scratch = Path(tempfile.mkdtemp(prefix="seg-grader-"))
     try:
         entries = discover([Path(p) for p in paths], workdir=scratch / "intake")
+        if options.on_total:
+            options.on_total(len(entries))
         results, todo = _settled(entries, rubric, out, options)
         if todo:  # the job folder is built only when something needs grading: an unchanged regrade is cheap
             results += _grade_fresh(todo, rubric=rubric, sandbox=sandbox, options=options, cache=cache,
@@ -169,6 +173,8 @@ def _grade_entries(batch: Batch, entries: list[Submission], out: Path,
 
     def one(entry: Submission) -> SubmissionResult:
         gpu, artifacts = gpus.get(), {}
+        if options.on_begin:
+            options.on_begin(entry.student)
         try:
             result, artifacts = grade_submission(_with_gpu(batch, gpu), entry)
         except InfrastructureError as exc:

@@ -81,17 +81,17 @@ def _grade(args: argparse.Namespace, rubric: Rubric, paths: list[Path], out: Pat
 
     with Progress(enabled=not args.quiet) as progress:
         options = GradeOptions(out_dir=out, jobs=args.jobs, gpus=_gpus(args), regrade=getattr(args, "regrade", False),
-                               cache_dir=args.cache_dir, progress=progress.update,
+                               cache_dir=args.cache_dir, progress=progress.update, on_total=progress.start,
+                               on_begin=progress.begin,
                                engine=getattr(args, "engine", "local"), ray_address=getattr(args, "address", None))
-        progress.start(len(paths))
         return grade_all(paths, rubric=rubric, sandbox=_make_sandbox(args), options=options)
 
 
-def _render(out: Path, *, released: bool = False) -> None:
+def _render(out: Path, *, released: bool = False, only_changed: bool = False) -> None:
     from grader.export import write_grades_csv
     from grader.report import render_all
 
-    render_all(out, released=released)
+    render_all(out, released=released, only_changed=only_changed)
     write_grades_csv(out)
 
 
@@ -108,7 +108,7 @@ def cmd_grade(args: argparse.Namespace, rubric: Rubric) -> int:
               "--out results`", file=sys.stderr)
         return 2
     results = _grade(args, rubric, args.paths, args.out)
-    _render(args.out)
+    _render(args.out, only_changed=True)
     return _report_batch(results, args.out)
 
 

@@ -1,6 +1,8 @@
-"""A progress bar for batches (tqdm on stderr): done / failed counts and an ETA; silent with -q."""
+"""A progress bar for batches (tqdm on stderr): done, running, below full marks, not graded, and an ETA.
+Silent with -q."""
 from __future__ import annotations
 
+import threading
 from types import TracebackType
 
 from grader.results import SubmissionResult
@@ -10,7 +12,9 @@ __all__ = ["Progress"]
 
 class Progress:
     def __init__(self, *, enabled: bool = True) -> None:
-        self.enabled, self.bar, self.failed, self.problems = enabled, None, 0, 0
+        self.enabled, self.bar = enabled, None
+        self.running = self.below_max = self.not_graded = 0
+        self._lock = threading.Lock()
 
     def __enter__(self) -> "Progress":
         return self
@@ -19,16 +23,27 @@ class Progress:
         if self.bar is not None:
             self.bar.close()
 
-    def start(self, total_paths: int) -> None:
-        if self.enabled:
+    def start(self, total: int) -> None:
+        if self.enabled and self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(desc="grading", unit="sub", dynamic_ncols=True)
+            self.bar = tqdm(total=total, desc="grading", unit="sub", dynamic_ncols=True)
+
+    def begin(self, student: str) -> None:
+        with self._lock:
+            self.running += 1
+            self._show()
 
     def update(self, student: str, result: SubmissionResult) -> None:
-        self.failed += result.score < result.max_score
-        self.problems += result.status != "graded"
+        with self._lock:
+            self.running = max(0, self.running - 1)
+            self.below_max += result.score < result.max_score
+            self.not_graded += result.status != "graded"
+            if self.bar is not None:
+                self.bar.update(1)
+            self._show(f"last={student} {result.score:g}/{result.max_score:g}")
+
+    def _show(self, last: str = "") -> None:
         if self.bar is not None:
-            self.bar.set_postfix_str(f"last={student} {result.score:g}/{result.max_score:g} "
-                                     f"below-max={self.failed} ungradable/infra={self.problems}")
-            self.bar.update(1)
+            self.bar.set_postfix_str(f"running={self.running} below-max={self.below_max} "
+                                     f"not-graded={self.not_graded} {last}".rstrip())

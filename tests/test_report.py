@@ -190,3 +190,14 @@ def test_malformed_artifacts_are_ignored_not_unpickled(tmp_path: Path) -> None:
     assert load_overfit(tmp_path) is None and load_train_eval(tmp_path) is None
     (folder / "overfit.npz").write_bytes(b"not a zip")
     assert load_overfit(tmp_path) is None
+
+
+def test_only_changed_skips_reports_whose_inputs_did_not_change(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    for student in (PASSING, INFRA):
+        write_result(out / student, sample_result(student))
+    assert len(render_all(out, only_changed=True)) == 3  # two reports and the summary
+    assert render_all(out, only_changed=True) == [out / "index.html"]  # nothing changed: summary only
+    write_result(out / INFRA, replace(sample_result(INFRA), message="regraded"))
+    assert render_all(out, only_changed=True) == [out / INFRA / "report.html", out / "index.html"]
+    assert len(render_all(out, released=True, only_changed=True)) == 3  # the release flag changes every page

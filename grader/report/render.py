@@ -6,6 +6,8 @@ artefacts beside it: ``grader report DIR`` re-renders without regrading.
 """
 from __future__ import annotations
 
+import hashlib
+
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -57,18 +59,38 @@ def render_student_report(student_dir: Path, *, released: bool = False) -> Path:
     return render_page("student.html.j2", student_dir / "report.html", page=page)
 
 
-def render_all(out_dir: Path, *, released: bool = False) -> list[Path]:
+def _inputs_digest(student_dir: Path, released: bool) -> str:
+    """What a report is made from: result.json, the artefacts, the release flag."""
+    digest = hashlib.sha256(f"released={released}".encode())
+    for path in [student_dir / "result.json", *sorted((student_dir / "artifacts").glob("*.npz"))]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _up_to_date(student_dir: Path, digest: str) -> bool:
+    stamp = student_dir / ".report.sha256"
+    return (student_dir / "report.html").exists() and stamp.exists() and stamp.read_text() == digest
+
+
+def render_all(out_dir: Path, *, released: bool = False, only_changed: bool = False) -> list[Path]:
     """Re-render every student's report.html and the class summary index.html from result.json files.
 
     One broken folder (unreadable result.json, a report that fails to render) is listed on the
     summary with its reason and does not stop the others. Returns the pages written, summary last.
+    ``only_changed`` skips a report whose inputs (result.json, artefacts, release flag) are unchanged
+    since it was rendered: a regrade of an unchanged class then redraws no figure but the summary's.
     """
     out_dir = Path(out_dir)
     written: list[Path] = []
     failures: list[Unreadable] = []
     for student_dir in student_dirs(out_dir):
         try:
+            digest = _inputs_digest(student_dir, released) if (student_dir / "result.json").exists() else ""
+            if only_changed and digest and _up_to_date(student_dir, digest):
+                continue
             written.append(render_student_report(student_dir, released=released))
+            if digest:
+                (student_dir / ".report.sha256").write_text(digest)
         except Exception as exc:  # noqa: BLE001 -- failure is data: one bad folder never stops the batch
             failures.append(Unreadable(student_dir.name, f"report not rendered: {type(exc).__name__}: {exc}"))
     written.append(render_class_summary(out_dir, failures=tuple(failures)))
