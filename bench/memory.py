@@ -56,7 +56,7 @@ def main() -> None:
             many = peak_rss_mb(grader_command(write_class(work / "class", args.n), out=work / "out-n",
                                               rubric=rubric, cache=cache, jobs=args.jobs))
     print(f"machine: {machine()}")
-    print(f"imports alone (grader.cli, batch, report, export; torch among them): {_baseline_mb():.0f} MB")
+    print(f"imports alone (grader.cli, batch, report, export): {_baseline_mb():.0f} MB")
     print(f"grader process peak RSS: 1 submission {one:.0f} MB; {args.n} submissions {many:.0f} MB "
           f"(graded in {clock.seconds:.0f} s, -j {args.jobs}); growth {many - one:+.0f} MB")
     print(f"peak for {args.n} submissions: {many:.0f} MB  (goal <= 300 MB)")
