@@ -6,11 +6,13 @@ files in ``out_dir``. Engines: ``local`` (a child process with namespaces and rl
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-__all__ = ["SandboxRequest", "SandboxRun", "Sandbox", "InfrastructureError", "runner_argv", "OOM_SIGNS"]
+__all__ = ["SandboxRequest", "SandboxRun", "Sandbox", "InfrastructureError", "runner_argv", "OOM_SIGNS",
+           "share_with_sandbox"]
 
 # What an allocation failure says in Python / PyTorch (an rlimit makes allocations fail instead of killing).
 OOM_SIGNS = ("can't allocate memory", "MemoryError", "Cannot allocate memory", "out of memory")
@@ -73,3 +75,23 @@ def runner_argv(python: str, job_dir: str, out_dir: str, submission_dir: str, st
     """The command both engines run inside the sandbox (paths as seen from inside)."""
     return [python, "-m", "grader.runner", "--job", job_dir, "--out", out_dir,
             "--submission", submission_dir, "--stage", stage]
+
+
+def share_with_sandbox(request: SandboxRequest) -> None:
+    """The sandbox's uid owns nothing of ours (tempfile makes 0700 folders): let it read the job and the
+    submission, and write the out folder."""
+    for root in (request.job_dir, request.submission_dir):
+        _make_readable(root)
+    request.out_dir.mkdir(parents=True, exist_ok=True)
+    request.out_dir.chmod(0o777)
+
+
+def _make_readable(root: Path) -> None:
+    for folder, _, files in os.walk(root):
+        for path, bits in [(folder, 0o555)] + [(os.path.join(folder, f), 0o444) for f in files]:
+            mode = os.lstat(path).st_mode
+            if mode & bits != bits and not os.path.islink(path):
+                try:
+                    os.chmod(path, mode | bits)
+                except OSError as exc:
+                    raise InfrastructureError(f"cannot make {path} readable for the sandbox: {exc}") from exc

@@ -27,7 +27,7 @@ import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
-from grader.sandbox.base import InfrastructureError, SandboxRequest, SandboxRun, runner_argv
+from grader.sandbox.base import InfrastructureError, SandboxRequest, SandboxRun, runner_argv, share_with_sandbox
 
 __all__ = ["DockerSandbox", "BindMount", "connect", "docker_sandbox_for_cli", "cleanup_leftovers",
            "remove_live_containers", "LABEL", "START_DOCKER_HINT"]
@@ -194,23 +194,6 @@ def _pump(stream: Any, out: _HeadTail, err: _HeadTail) -> None:
                 err.add(stderr_chunk)
 
 
-def _prepare_out_dir(out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out_dir.chmod(0o777)  # the container's uid is not ours; it must be able to write its outputs
-
-
-def _make_readable(root: Path) -> None:
-    """The container's uid owns nothing here (tempfile makes 0700 folders): let it read what it is shown."""
-    for folder, _, files in os.walk(root):
-        for path, bits in [(folder, 0o555)] + [(os.path.join(folder, f), 0o444) for f in files]:
-            mode = os.lstat(path).st_mode
-            if mode & bits != bits and not os.path.islink(path):
-                try:
-                    os.chmod(path, mode | bits)
-                except OSError as exc:
-                    raise InfrastructureError(f"cannot make {path} readable for the sandbox: {exc}") from exc
-
-
 def _inside(path: Path, parent: Path) -> bool:
     return path == parent or parent in path.parents
 
@@ -246,9 +229,7 @@ class DockerSandbox:
             raise InfrastructureError("the grader was interrupted")
         self._check(request)
         uid = self.user or f"{random.SystemRandom().randint(100_000, 199_999)}"
-        _prepare_out_dir(request.out_dir)
-        _make_readable(request.job_dir)
-        _make_readable(request.submission_dir)
+        share_with_sandbox(request)
         api = self._client.api
         with _engine_errors(self.image):
             created = api.create_container(**self._create_kwargs(argv, request, uid))

@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import IO
 
-from grader.sandbox.base import OOM_SIGNS, InfrastructureError, SandboxRequest, SandboxRun, runner_argv
+from grader.sandbox.base import (OOM_SIGNS, InfrastructureError, SandboxRequest, SandboxRun, runner_argv,
+                                 share_with_sandbox)
 from grader.sandbox.confine import MARKER
 
 __all__ = ["LocalSandbox", "OutputTail"]
@@ -78,11 +79,9 @@ class LocalSandbox:
         """Run ``command`` confined as ``request`` says (tests use it to run hostile programs)."""
         if self._aborted:
             raise InfrastructureError("the grader was interrupted")
+        share_with_sandbox(request)
         for d in (request.job_dir, request.submission_dir, request.out_dir):
-            _traversable_parents(d)
-        for d in (request.job_dir, request.submission_dir):
-            _readable_tree(d)
-        os.chmod(request.out_dir, 0o777)
+            _traversable_parents(d)  # needed only where the kernel refuses the allow-list root
         with tempfile.TemporaryDirectory(prefix="seg-sandbox-") as scratch, \
                 tempfile.TemporaryDirectory(prefix="seg-root-") as root_dir, \
                 tempfile.NamedTemporaryFile("w", prefix="seg-confine-", suffix=".json") as config:
@@ -162,16 +161,6 @@ def _traversable_parents(path: Path) -> None:
             break
         if parent.stat().st_mode & 0o001 == 0:
             os.chmod(parent, parent.stat().st_mode | 0o001)
-
-
-def _readable_tree(root: Path) -> None:
-    """Our copies (job inputs, the submission) must be world-readable for the same reason."""
-    os.chmod(root, 0o755)
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames:
-            os.chmod(os.path.join(dirpath, name), 0o755)
-        for name in filenames:
-            os.chmod(os.path.join(dirpath, name), 0o644)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
