@@ -25,8 +25,9 @@ from grader.results import SubmissionResult, read_result, write_json_atomic, wri
 from grader.rubric import Rubric
 from grader.sandbox.base import InfrastructureError, Sandbox
 from grader.scoring import score_submission
+from grader.shapes import default_cache_dir
 
-__all__ = ["GradeOptions", "grade_all", "default_cache_dir", "prepare_batch", "record_result",
+__all__ = ["GradeOptions", "grade_all", "prepare_batch", "record_result",
            "infrastructure_result"]
 
 
@@ -42,12 +43,6 @@ class GradeOptions:
     on_begin: Callable[[str], None] | None = None  # a submission's sandbox is starting
     engine: str = "local"  # "local": a worker pool here; "ray": one Ray task per submission (grader.distributed)
     ray_address: str | None = None  # engine "ray": the cluster to join (None: RAY_ADDRESS, else a local one)
-
-
-def default_cache_dir() -> Path:
-    import os
-
-    return Path(os.environ.get("SEG_GRADER_CACHE", Path.home() / ".cache" / "seg-autograder"))
 
 
 def _cached(student_dir: Path, sub: Submission, rubric: Rubric) -> SubmissionResult | None:

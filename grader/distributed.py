@@ -29,12 +29,13 @@ from typing import Any
 import numpy as np
 
 from grader import __version__
-from grader.batch import GradeOptions, default_cache_dir, infrastructure_result, prepare_batch, record_result
+from grader.batch import GradeOptions, infrastructure_result, prepare_batch, record_result
 from grader.intake import Submission, hash_folder
 from grader.pipeline import Batch, grade_submission
 from grader.results import SubmissionResult
 from grader.rubric import Rubric
 from grader.sandbox.base import InfrastructureError, Sandbox
+from grader.shapes import default_cache_dir
 
 __all__ = ["MAX_RETRIES", "TaskSpec", "grade_on_ray", "pack_folder", "unpack_folder"]
 
