@@ -6,7 +6,6 @@ grader's own process loads them back with ``np.load(allow_pickle=False)`` and ne
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -16,6 +15,7 @@ import numpy as np
 from grader.cases import UnitCase
 
 __all__ = ["Expected", "expected_outputs", "reference_module", "save_expected", "load_expected"]
+
 
 @dataclass(frozen=True)
 class Expected:
@@ -49,8 +49,7 @@ def _plain(value: object) -> np.ndarray | float:
 
     if isinstance(value, torch.Tensor) and value.ndim > 0:
         return value.double().numpy() if value.dtype.is_floating_point else value.numpy()
-    number = float(value)
-    return number if not math.isnan(number) else float("nan")
+    return float(value)
 
 
 def _path(folder: Path, case_id: str) -> Path:
