@@ -18,23 +18,12 @@ from grader.results import SubmissionResult, read_result
 from grader.rubric import Rubric, parse_rubric
 from grader.sandbox.local import LocalSandbox
 
+from quick_class import QUICK_RUBRIC, QUICK_SCORES, write_quick_class
+
 pytestmark = pytest.mark.slow
 ray = pytest.importorskip("ray", reason="Ray is an optional extra, not installed: pip install -e '.[ray]'")
 
-REPO = Path(__file__).resolve().parent.parent
-QUICK_RUBRIC = """\
-assignment: "quick unit-only rubric (Ray test)"
-num_classes: 21
-threads: 1
-budgets:
-  import: {timeout_s: 60, memory_mb: 4096}
-  unit: {timeout_s: 60, memory_mb: 4096}
-checks:
-  - {id: transpose_conv, kind: transpose_conv, name: "Transpose convolution", points: 10, seed: 1, cases: 4}
-  - {id: bilinear_kernel, kind: bilinear_kernel, name: "Bilinear kernel", points: 5}
-  - {id: mean_iou, kind: mean_iou, name: "Mean IoU", points: 5, seed: 3, cases: 4}
-"""
-STUDENTS = ("ref_a", "ref_b", "tpl_a", "tpl_b")
+STUDENTS = tuple(QUICK_SCORES)
 OBJECT_STORE = 80 * 1024 * 1024  # small: the results are a few kB
 
 
@@ -45,13 +34,7 @@ def quick() -> Rubric:
 
 @pytest.fixture(scope="module")
 def quick_class(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Copies of the reference and the template; a comment makes each copy's content hash its own."""
-    root = tmp_path_factory.mktemp("quick-class")
-    bases = {"ref": REPO / "reference" / "segmentation.py", "tpl": REPO / "student_template" / "segmentation.py"}
-    for student in STUDENTS:
-        (root / student).mkdir()
-        (root / student / "segmentation.py").write_text(bases[student[:3]].read_text() + f"\n# {student}\n")
-    return root
+    return write_quick_class(tmp_path_factory.mktemp("quick-class"))
 
 
 @pytest.fixture(scope="module")

@@ -22,32 +22,11 @@ from grader.results import read_result
 from grader.rubric import load_rubric
 from grader.sandbox.local import LocalSandbox
 
+from quick_class import QUICK_RUBRIC, QUICK_SCORES, write_quick_class
+
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parent.parent
-QUICK_RUBRIC = """\
-assignment: "quick unit-only rubric (resume test)"
-num_classes: 21
-threads: 1
-budgets:
-  import: {timeout_s: 60, memory_mb: 4096}
-  unit: {timeout_s: 60, memory_mb: 4096}
-checks:
-  - {id: transpose_conv, kind: transpose_conv, name: "Transpose convolution", points: 10, seed: 1, cases: 4}
-  - {id: bilinear_kernel, kind: bilinear_kernel, name: "Bilinear kernel", points: 5}
-  - {id: mean_iou, kind: mean_iou, name: "Mean IoU", points: 5, seed: 3, cases: 4}
-"""
-EXPECTED = {"ref_a": 20.0, "ref_b": 20.0, "tpl_a": 0.0, "tpl_b": 0.0}  # reference full marks, template zero
-
-
-def _write_class(root: Path) -> Path:
-    """Copies of the reference and the template; a comment makes each copy's content hash its own."""
-    bases = {"ref": REPO / "reference" / "segmentation.py", "tpl": REPO / "student_template" / "segmentation.py"}
-    for student in EXPECTED:
-        folder = root / student
-        folder.mkdir(parents=True)
-        (folder / "segmentation.py").write_text(bases[student[:3]].read_text() + f"\n# {student}\n")
-    return root
+EXPECTED = QUICK_SCORES
 
 
 def _results(out: Path) -> dict[str, Path]:
@@ -89,7 +68,7 @@ def batch_setup(tmp_path: Path) -> dict:
     scratch = tmp_path / "tmp"  # the grader's scratch (and so every sandbox path) lives under tmp_path
     scratch.mkdir()
     out, cache = tmp_path / "out", tmp_path / "cache"
-    cmd = [sys.executable, "-m", "grader", "grade", str(_write_class(tmp_path / "class")), "--out", str(out),
+    cmd = [sys.executable, "-m", "grader", "grade", str(write_quick_class(tmp_path / "class")), "--out", str(out),
            "--rubric", str(rubric), "--cache-dir", str(cache), "-j", "1", "-q"]
     env = {**os.environ, "TMPDIR": str(scratch)}
     return {"cmd": cmd, "env": env, "out": out, "rubric": rubric, "cache": cache, "tmp": tmp_path}
