@@ -22,14 +22,18 @@ section() { printf '\n== %s\n' "$*"; }
 section "nvidia-smi"
 nvidia-smi || echo "nvidia-smi not available"
 
-section "python environment ($OUT/venv)"
-# --system-site-packages: reuse a preinstalled CUDA torch instead of downloading one; offline machines
-# fall back to installing only the project itself.
-if [ ! -x "$OUT/venv/bin/python" ]; then "$PYTHON" -m venv --system-site-packages "$OUT/venv"; fi
-VPY="$OUT/venv/bin/python"
-"$VPY" -m pip install -q -e "$REPO" \
-  || "$VPY" -m pip install -q --no-deps --no-build-isolation -e "$REPO" \
-  || echo "pip install failed: running from the checkout with PYTHONPATH"
+section "python environment"
+# An interpreter that already has the project's dependencies (a GPU image's python with CUDA torch) is used as
+# is: a venv made from it would not see its packages when it is itself a venv. Otherwise a venv in $OUT.
+if "$PYTHON" -c "import torch, torchvision, numpy, yaml, jinja2, matplotlib, PIL, tqdm" 2>/dev/null; then
+  VPY="$PYTHON"; echo "using $("$PYTHON" -c 'import sys; print(sys.executable)') as is"
+else
+  if [ ! -x "$OUT/venv/bin/python" ]; then "$PYTHON" -m venv --system-site-packages "$OUT/venv"; fi
+  VPY="$OUT/venv/bin/python"
+  "$VPY" -m pip install -q -e "$REPO" \
+    || "$VPY" -m pip install -q --no-deps --no-build-isolation -e "$REPO" \
+    || echo "pip install failed: running from the checkout with PYTHONPATH"
+fi
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 
 section "torch CUDA"
@@ -54,8 +58,9 @@ for path in found:
     prov = result.get("provenance", {})
     print(f"  {result.get('student')}: {result.get('status')} {result.get('score')}/{result.get('max_score')}"
           f" device={prov.get('device')} sandbox={prov.get('sandbox', {}).get('engine', prov.get('sandbox'))}")
+    seen = prov.get("device_by_stage") or {}
     for stage, seconds in (prov.get("durations_s") or {}).items():
-        print(f"    {stage:10s} {seconds:8.2f} s")
+        print(f"    {stage:10s} {seconds:8.2f} s   runner device: {seen.get(stage)}")
 PY
 }
 
@@ -67,6 +72,28 @@ grade() {  # $1: label, rest: extra grader arguments
   echo "exit code $? after $((SECONDS - started)) s"
   durations "$OUT/$label"
 }
+
+section "CUDA under the local sandbox's memory rlimits (address space on CPU, data segment on GPU)"
+for limit in RLIMIT_AS:6144 RLIMIT_AS:16384 RLIMIT_DATA:6144 RLIMIT_DATA:2048; do
+  "$VPY" - "$limit" <<'PY'
+import resource, sys, time
+name, mb = sys.argv[1].split(":")
+resource.setrlimit(getattr(resource, name), (int(mb) << 20, int(mb) << 20))
+import torch
+try:
+    t = time.perf_counter()
+    x = torch.ones(4096, 4096, device="cuda") @ torch.ones(4096, 4096, device="cuda")
+    torch.cuda.synchronize()
+    print(f"  {name} {mb} MB: CUDA works ({time.perf_counter() - t:.2f} s to first result)")
+except Exception as exc:
+    print(f"  {name} {mb} MB: CUDA FAILS: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+try:
+    big = bytearray(int(mb) << 21)  # twice the limit, on the host
+    print(f"  {name} {mb} MB: a host allocation of twice the limit was NOT refused")
+except MemoryError:
+    print(f"  {name} {mb} MB: a host allocation of twice the limit is refused (MemoryError)")
+PY
+done
 
 grade gpu --sandbox local
 

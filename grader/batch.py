@@ -95,6 +95,7 @@ def prepare_batch(rubric: Rubric, *, sandbox: Sandbox, scratch: Path, cache_dir:
     """What every submission of a batch shares: the job folder, expected outputs, provenance (built once, by
     a trusted subprocess: see ``grader.prepare``). Hidden from the sandbox: reference/, the dataset cache
     (labels) and the host-only folder (expected outputs, evaluation labels)."""
+    sandbox.warm_up(rubric.threads)  # in the background, while the job is prepared
     prepared = prepare_job(rubric, job_dir=scratch / "job", host_dir=scratch / "host", cache_dir=cache_dir,
                            device=device)
     ctx = JudgeContext(plan=prepared.plan, expected=prepared.expected, num_classes=rubric.num_classes)

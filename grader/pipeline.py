@@ -26,7 +26,7 @@ from grader.judge import JudgeContext, StageResult, judge_check, skipped
 from grader.outputs import OutputError, StageOutputs, read_stage
 from grader.results import CheckResult, SubmissionResult
 from grader.rubric import FUNCTIONS_OF_KIND, STAGE_OF_KIND, CheckSpec, Rubric
-from grader.sandbox.base import InfrastructureError, Sandbox, SandboxRequest
+from grader.sandbox.base import InfrastructureError, Sandbox, SandboxRequest, runner_device
 from grader.scoring import score_submission
 
 __all__ = ["Batch", "grade_submission", "rejected_result", "write_artifacts"]
@@ -58,6 +58,7 @@ def _run_stage(batch: Batch, sub: Submission, stage: str, run_dir: Path) -> Stag
         out.mkdir(parents=True)
         try:
             run = batch.sandbox.run(request)
+            _refuse_wrong_device(batch, run.stderr)
             break
         except InfrastructureError:
             if attempt == INFRA_RETRIES:
@@ -67,6 +68,16 @@ def _run_stage(batch: Batch, sub: Submission, stage: str, run_dir: Path) -> Stag
         return StageResult(stage, run, read_stage(out, stage), budget)
     except OutputError as exc:
         return StageResult(stage, run, StageOutputs(out, {}), budget, problem=str(exc))
+
+
+def _refuse_wrong_device(batch: Batch, stderr: str) -> None:
+    """A GPU batch whose stage could not use its GPU must not be graded on the CPU (wrong budgets, and not
+    what the TA asked for): that is the machine's fault, never the student's."""
+    said = runner_device(stderr)
+    if batch.device == "cuda" and said and not said.startswith("cuda"):
+        raise InfrastructureError(f"GPU {batch.gpu} cannot be used inside the {batch.sandbox.name} sandbox "
+                                  f"({said}); check `nvidia-smi` and torch.cuda.is_available() with the grader's "
+                                  "Python, or grade without --gpus")
 
 
 def _import_verdict(stage: StageResult) -> tuple[str | None, set[str], str]:
@@ -137,7 +148,9 @@ def _not_run(check: CheckSpec, why: str) -> CheckResult:
 def _finish(batch: Batch, sub: Submission, checks: list[CheckResult], durations: dict, stages: dict,
             *, status: str = "graded", message: str = "") -> SubmissionResult:
     isolation = {s: r.run.isolation for s, r in stages.items()}
+    devices = {s: runner_device(r.run.stderr) for s, r in stages.items()}
     provenance = {**batch.provenance, "submission_hash": sub.content_hash, "durations_s": durations,
+                  "device_by_stage": devices,
                   "sandbox": {**batch.sandbox.describe(), "isolation": next(iter(isolation.values()), "")},
                   "graded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   "intake_notes": list(sub.notes)}

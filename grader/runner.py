@@ -22,6 +22,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from grader.sandbox.base import DEVICE_LINE
+
 __all__ = ["main"]
 
 API_NAMES = ("transpose_conv2d", "bilinear_kernel", "confusion_matrix", "mean_iou", "pixel_accuracy",
@@ -160,6 +162,24 @@ STAGES: dict[str, Callable[..., None]] = {
 }
 
 
+def _device(torch: Any, wanted: str) -> str:
+    """The device the stage runs on: the job's, never silently another. Said on stderr BEFORE any student
+    code runs (so the first such line is the runner's, whatever the student prints later): the host refuses
+    a GPU stage that would run on the CPU (see ``grader.sandbox.base.runner_device``)."""
+    if wanted != "cuda":
+        print(f"{DEVICE_LINE}cpu", file=sys.stderr, flush=True)
+        return "cpu"
+    try:
+        torch.cuda.init()
+        name = torch.cuda.get_device_name(0)
+    except Exception as exc:  # noqa: BLE001 - said to the host, which stops the batch
+        print(f"{DEVICE_LINE}unavailable: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
+              file=sys.stderr, flush=True)
+        return "cpu"
+    print(f"{DEVICE_LINE}cuda ({name})", file=sys.stderr, flush=True)
+    return "cuda"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="grader.runner")
     for flag in ("--job", "--out", "--submission", "--stage"):
@@ -170,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(config["threads"])
-    device = "cuda" if config.get("device") == "cuda" and torch.cuda.is_available() else "cpu"
+    device = _device(torch, config.get("device", "cpu"))
     writer = StageWriter(out, args.stage)
     sys.path.insert(0, str(Path(args.submission).resolve()))
     sys.argv = ["segmentation.py"]  # the student's code must not learn the out folder from argv

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from grader.sandbox.base import SandboxRequest, SandboxRun
+from grader.sandbox.base import InfrastructureError, SandboxRequest, SandboxRun
 from grader.sandbox.local import LocalSandbox
 
 PROGRAMS = Path(__file__).parent / "sandbox_programs"
@@ -72,6 +72,20 @@ def test_endless_loop_is_killed_at_the_timeout(tmp_path: Path) -> None:
     run = _run(tmp_path, "endless_loop.py", timeout_s=3)
     assert run.timed_out and run.exit_code is None
     assert 3 <= run.duration_s < 10
+
+
+def test_a_stage_that_leaves_its_process_group_is_still_killed(tmp_path: Path) -> None:
+    """setsid, SIGTERM ignored, parent-death signal cleared, a forked child: the timeout still ends them all."""
+    request = _request(tmp_path, timeout_s=3)
+    program = _program(request, "escape_group.py")
+    run = LocalSandbox().run_argv([sys.executable, program], request)
+    assert run.timed_out and "escaped" in run.stdout
+    assert subprocess.run(["pgrep", "-f", program], capture_output=True).stdout == b""
+
+
+def test_a_sandbox_that_cannot_start_is_an_infrastructure_error(tmp_path: Path) -> None:
+    with pytest.raises(InfrastructureError, match=r"fork server \(/bin/false\) ended"):
+        LocalSandbox(python="/bin/false").run_argv(["/bin/true"], _request(tmp_path))
 
 
 def test_fork_bomb_is_contained(tmp_path: Path) -> None:

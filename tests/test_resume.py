@@ -39,15 +39,16 @@ def _stamp(path: Path) -> tuple[int, int, str]:
     return st.st_ino, st.st_mtime_ns, read_result(path).provenance["graded_at"]
 
 
-def _sandbox_processes(marker: str) -> list[str]:
-    """Command lines of live sandbox processes (confine or runner) that mention ``marker``."""
-    found = []
+def _sandbox_processes(grader_pid: int) -> list[str]:
+    """Command lines of live sandbox processes of the grader ``grader_pid``: its fork servers and their forked
+    stages (a fork keeps its server's command line)."""
+    found, marker = [], f"--parent-pid {grader_pid}"
     for proc in Path("/proc").iterdir():
         try:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:  # gone meanwhile, or not ours to read
             continue
-        if marker in cmdline and ("grader.runner" in cmdline or "grader.sandbox.confine" in cmdline):
+        if "grader.sandbox.forkserver" in cmdline and cmdline.rstrip().endswith(marker):
             found.append(cmdline)
     return found
 
@@ -74,27 +75,27 @@ def batch_setup(tmp_path: Path) -> dict:
     return {"cmd": cmd, "env": env, "out": out, "rubric": rubric, "cache": cache, "tmp": tmp_path}
 
 
-def _kill_after_first_result(setup: dict) -> dict[str, tuple]:
+def _kill_after_first_result(setup: dict) -> tuple[int, dict[str, tuple]]:
     with open(setup["tmp"] / "first-run.log", "wb") as log:
         proc = subprocess.Popen(setup["cmd"], env=setup["env"], stdout=log, stderr=subprocess.STDOUT)
         try:
             assert _wait_for(lambda: _results(setup["out"]) or proc.poll() is not None, 240)
             assert proc.poll() is None, "the batch ended before it could be killed"
+            assert _sandbox_processes(proc.pid), "no fork server of the grader found: the check below is void"
             proc.send_signal(signal.SIGKILL)
         finally:
             proc.kill()
             proc.wait()
-    return {student: _stamp(path) for student, path in _results(setup["out"]).items()}
+    return proc.pid, {student: _stamp(path) for student, path in _results(setup["out"]).items()}
 
 
 def test_sigkill_mid_batch_loses_only_running_jobs_and_resume_grades_each_once(batch_setup: dict) -> None:
     out = batch_setup["out"]
-    before = _kill_after_first_result(batch_setup)
+    grader_pid, before = _kill_after_first_result(batch_setup)
     assert 1 <= len(before) < len(EXPECTED), f"killed after {sorted(before)}: not mid-batch"
     for path in _results(out).values():  # atomic writes: every result on disk parses and is finished
         assert read_result(path).status == "graded"
-    marker = str(batch_setup["tmp"])
-    assert _wait_for(lambda: not _sandbox_processes(marker), 30, 0.5), _sandbox_processes(marker)
+    assert _wait_for(lambda: not _sandbox_processes(grader_pid), 30, 0.5), _sandbox_processes(grader_pid)
 
     second = subprocess.run(batch_setup["cmd"], env=batch_setup["env"], capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]

@@ -1,6 +1,6 @@
 """The one interface every sandbox engine implements.
 
-A sandbox runs ``python -m grader.runner`` for ONE stage of ONE submission and reports how the process
+A sandbox runs ``grader.runner`` for ONE stage of ONE submission and reports how the process
 ended. It never interprets what the student's code wrote: the judge does that, on the host, from the
 files in ``out_dir``. Engines: ``local`` (a child process with namespaces and rlimits) and ``docker``.
 """
@@ -11,11 +11,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-__all__ = ["SandboxRequest", "SandboxRun", "Sandbox", "InfrastructureError", "runner_argv", "OOM_SIGNS",
-           "share_with_sandbox"]
+__all__ = ["SandboxRequest", "SandboxRun", "Sandbox", "InfrastructureError", "runner_args", "runner_argv", "OOM_SIGNS",
+           "share_with_sandbox", "DEVICE_LINE", "runner_device"]
 
 # What an allocation failure says in Python / PyTorch (an rlimit makes allocations fail instead of killing).
 OOM_SIGNS = ("can't allocate memory", "MemoryError", "Cannot allocate memory", "out of memory")
+
+
+DEVICE_LINE = "[runner] device: "  # the runner's stderr line, written before any student code runs
+
+
+def runner_device(stderr: str) -> str:
+    """What the runner said it runs on ("cpu", "cuda (NAME)", "unavailable: WHY"), from the FIRST such line:
+    the runner writes it before importing the student's module, so no student output can precede it."""
+    for line in stderr.splitlines():
+        if line.startswith(DEVICE_LINE):
+            return line[len(DEVICE_LINE):]
+    return ""
 
 
 class InfrastructureError(RuntimeError):
@@ -70,11 +82,19 @@ class Sandbox(Protocol):
         """Kill everything this engine is running now (the grader was interrupted)."""
         ...
 
+    def warm_up(self, threads: int) -> None:
+        """Get ready for stages with ``threads`` torch threads, in the background (called once per batch)."""
+        ...
+
+
+def runner_args(job_dir: str, out_dir: str, submission_dir: str, stage: str) -> list[str]:
+    """The arguments of ``grader.runner`` for one stage (paths as seen from inside the sandbox)."""
+    return ["--job", job_dir, "--out", out_dir, "--submission", submission_dir, "--stage", stage]
+
 
 def runner_argv(python: str, job_dir: str, out_dir: str, submission_dir: str, stage: str) -> list[str]:
-    """The command both engines run inside the sandbox (paths as seen from inside)."""
-    return [python, "-m", "grader.runner", "--job", job_dir, "--out", out_dir,
-            "--submission", submission_dir, "--stage", stage]
+    """The command a container runs (the local engine runs the runner in a forked, already-warm process)."""
+    return [python, "-m", "grader.runner", *runner_args(job_dir, out_dir, submission_dir, stage)]
 
 
 def share_with_sandbox(request: SandboxRequest) -> None:

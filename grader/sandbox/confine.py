@@ -1,6 +1,7 @@
-"""Confine a command before exec'ing it: the first code of the local sandbox, trusted, pre-student.
+"""Confine the current process: the first code of every local-sandbox stage, trusted, pre-student.
 
-``python -m grader.sandbox.confine --config FILE -- CMD...`` (spawned by ``grader.sandbox.local``):
+``confine(cfg)`` runs in a child that the fork server (``grader.sandbox.forkserver``) has just forked for one
+stage, before any student code; it returns in the confined process:
 1. new mount + network (+ user, when not root) namespaces, where the kernel allows;
 2. a new root built from an ALLOW-list, then chroot: a tmpfs holding only the system folders (read-only),
    /dev, a fresh /proc, private /tmp, /var/tmp and /dev/shm, and the paths the run needs bound in (the
@@ -8,21 +9,21 @@
    scratch writable). Nothing else of the host exists inside: not reference/, not the labels or the cache,
    not the results, not home folders, not other checkouts of the repository;
 3. a new PID namespace, so the sandbox dies as a whole when its first process dies;
-4. rlimits (address space, processes, file size, no core dumps) and, when root, the uid/gid of nobody.
-Its first stderr line says what held: ``[sandbox] isolation: ...``. What the kernel refuses is said there
-and the command still runs (the local sandbox is documented as weaker than Docker).
+4. rlimits (address space, or data with a GPU; processes, file size, no core dumps) and, when root, the
+   uid/gid of nobody.
+Its first stderr line says what held: ``[sandbox] isolation: ...``; a stage without that line never got
+this far, which is the grader's fault, never the student's. What the kernel refuses is said there and the
+stage still runs (the local sandbox is documented as weaker than Docker). Only the standard library here.
 """
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import resource
 import signal
-import sys
 from pathlib import Path
 
-__all__ = ["MARKER", "main"]
+__all__ = ["MARKER", "confine", "set_parent_death_signal"]
 
 MARKER = "[sandbox] isolation: "
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x10000000, 0x20000000, 0x40000000
@@ -94,8 +95,12 @@ def _enter_root(new: str) -> None:
 
 
 def _limits(cfg: dict) -> None:
+    """The memory limit is the address space (every mapping counts), except with a GPU: CUDA reserves far
+    more address space than it uses (a 16 GB limit fails on an H100), so there it is the data segment
+    (private writable memory: the process's own allocations; not shared mappings)."""
     mb = 1024 * 1024
-    for name, value in (("RLIMIT_AS", cfg["memory_mb"] * mb), ("RLIMIT_NPROC", cfg["max_processes"]),
+    memory = "RLIMIT_DATA" if cfg.get("gpu") else "RLIMIT_AS"
+    for name, value in ((memory, cfg["memory_mb"] * mb), ("RLIMIT_NPROC", cfg["max_processes"]),
                         ("RLIMIT_FSIZE", cfg["max_file_mb"] * mb), ("RLIMIT_CORE", 0)):
         resource.setrlimit(getattr(resource, name), (value, value))
 
@@ -106,29 +111,33 @@ def _drop_privileges() -> None:
     os.setuid(NOBODY)
 
 
-def _become_pid1_parent(argv: list[str]) -> None:
-    """After CLONE_NEWPID the next child is PID 1 of the namespace; we wait and relay its exit."""
+def set_parent_death_signal(sig: int) -> None:
+    _libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+
+def _become_pid1_parent() -> None:
+    """After CLONE_NEWPID the next child is PID 1 of the namespace. This process stays outside as its relay:
+    it waits and relays the exit, and a SIGTERM (the server's kill, or its death) makes it SIGKILL PID 1,
+    which takes the whole namespace with it, whatever the student did to its process group."""
     pid = os.fork()
     if pid == 0:
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        set_parent_death_signal(signal.SIGKILL)
         return
     signal.signal(signal.SIGTERM, lambda *_: os.kill(pid, signal.SIGKILL))
+    set_parent_death_signal(signal.SIGTERM)
     _, status = os.waitpid(pid, 0)
     os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
 
 
-def main() -> None:
-    sep = sys.argv.index("--")
-    cfg = json.loads(Path(sys.argv[sys.argv.index("--config") + 1]).read_text())
-    argv = sys.argv[sep + 1:]
+def confine(cfg: dict) -> None:
+    """Confine this process as ``cfg`` says (root_dir, expose, cwd, memory_mb, max_processes, max_file_mb) and
+    write the marker line to stderr; returns in the confined process, its working folder ``cfg["cwd"]``."""
     root = os.getuid() == 0
-    # Die with the grader: if it is killed (even SIGKILL), no student code outlives it, timeout or not.
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     notes: list[str] = []
     try:
         notes += _enter_namespaces(root)
         new_root = _build_root(cfg)
-        _become_pid1_parent(argv)
+        _become_pid1_parent()
         _enter_root(new_root)
         notes.append("an allow-list root (system folders, Python, grader, job, submission, out, scratch)")
     except OSError as exc:
@@ -138,13 +147,9 @@ def main() -> None:
     if root:
         _drop_privileges()
         notes.append("ran as nobody")
+    set_parent_death_signal(signal.SIGKILL)  # again: changing the uid cleared it
     _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    notes.append(f"rlimits: {cfg['memory_mb']} MB address space, {cfg['max_processes']} processes")
-    sys.stderr.write(MARKER + "; ".join(notes) + "\n")
-    sys.stderr.flush()
+    memory = "of private data (GPU stage)" if cfg.get("gpu") else "address space"
+    notes.append(f"rlimits: {cfg['memory_mb']} MB {memory}, {cfg['max_processes']} processes")
+    os.write(2, (MARKER + "; ".join(notes) + "\n").encode())
     os.chdir(cfg["cwd"])
-    os.execve(argv[0], argv, cfg["env"])
-
-
-if __name__ == "__main__":
-    main()

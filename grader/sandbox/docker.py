@@ -219,6 +219,9 @@ class DockerSandbox:
         self._aborted = True
         remove_live_containers()
 
+    def warm_up(self, threads: int) -> None:
+        """Nothing to warm: every stage is its own container, so nothing of one student outlives its stage."""
+
     def run(self, request: SandboxRequest) -> SandboxRun:
         argv = runner_argv(self.python, _INSIDE["job"], _INSIDE["out"], _INSIDE["submission"], request.stage)
         return self.run_argv(argv, request)

@@ -1,0 +1,202 @@
+"""The local sandbox's fork server: trusted, sandbox-side, it imports torch ONCE and forks one child per stage.
+
+``python -s -m grader.sandbox.forkserver --fd N --parent-pid P`` is started by ``grader.sandbox.local`` (never
+by hand). Starting a Python that imports torch costs about 2 s on a small machine; paid by every stage of
+every submission it was most of what grading a submission cost beyond its own work (bench/overhead.py). Here
+it is paid once per server: each stage is a ``fork()`` of this process, confined (``confine.confine``) before
+any student code runs, then either running ``grader.runner`` in the child or exec'ing a command.
+
+What a child inherits is this process's memory and nothing else: the server never imports student code,
+``reference/`` or any grading data, never initialises CUDA (the child does, after CUDA_VISIBLE_DEVICES is set)
+and never runs a parallel torch op (an OpenMP pool does not survive fork). The child closes every
+descriptor except the stage's stdout/stderr pipes, so it cannot talk to the server.
+
+Protocol on the SOCK_SEQPACKET socket (one JSON message each way per event):
+  host -> server  {"op": "preload"}: import torch now (else before the first runner stage);
+                  {"op": "run", "id": I, "config": CONFINE_CONFIG, "argv": [...] | "runner": [...]}
+                  with the stage's stdout and stderr pipe ends passed as descriptors;
+                  {"op": "kill", "id": I}
+  server -> host  {"id": I, "pid": PID} once forked; {"id": I, "exit": CODE} once reaped (CODE as Popen's
+                  returncode: negative for a signal); {"id": I, "error": TEXT} when it could not fork.
+The server dies with the grader (parent-death signal) and when the socket closes; its children with it.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+import traceback
+
+from grader.sandbox.confine import confine, set_parent_death_signal
+
+__all__ = ["main", "PRELOAD"]
+
+PRELOAD = ("numpy", "torch", "torch.nn", "torch.nn.functional", "torch.optim", "torchvision", "grader.runner")
+KILL_GRACE_S = 2.0  # after SIGTERM to a stage's relay, SIGKILL its process group
+
+
+class Server:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.children, self.kill_after = sock, {}, {}  # pid -> id; pid -> SIGKILL deadline
+        self.preloaded = False
+        self.wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        self.wake_w = wake_w
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # a Python handler, so the wakeup fd is written
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(sock, selectors.EVENT_READ)
+        self.selector.register(self.wake_r, selectors.EVENT_READ)
+
+    def serve(self) -> None:
+        while True:
+            timeout = max(0.0, min(self.kill_after.values()) - time.monotonic()) if self.kill_after else None
+            for key, _ in self.selector.select(timeout):
+                if key.fileobj is self.sock:
+                    message, fds, _, _ = socket.recv_fds(self.sock, 1 << 20, 2)
+                    if not message:  # the grader closed the socket: take every stage down with us
+                        self._kill_all()
+                        return
+                    self._handle(json.loads(message), fds)
+                else:
+                    os.read(self.wake_r, 4096)
+            self._reap()
+            now = time.monotonic()
+            for pid in [p for p, deadline in self.kill_after.items() if deadline <= now]:
+                _signal_group(pid, signal.SIGKILL)
+                del self.kill_after[pid]
+
+    def _handle(self, request: dict, fds: list[int]) -> None:
+        if request["op"] == "kill":
+            for pid, ident in self.children.items():
+                if ident == request["id"]:
+                    os.kill(pid, signal.SIGTERM)  # the relay SIGKILLs the namespace's PID 1
+                    self.kill_after[pid] = time.monotonic() + KILL_GRACE_S
+            return
+        if (request["op"] == "preload" or "runner" in request) and not self.preloaded:
+            _preload()
+            self.preloaded = True
+        if request["op"] == "preload":
+            return
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            self._send({"id": request["id"], "error": f"fork failed: {exc}"})
+        else:
+            if pid == 0:
+                self._child(request, fds)  # never returns
+            self.children[pid] = request["id"]
+            self._send({"id": request["id"], "pid": pid})
+        for fd in fds:
+            os.close(fd)
+
+    def _reap(self) -> None:
+        while self.children:
+            try:  # peek first: the group is killed while its leader's pid cannot be reused
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if info is None:
+                return
+            _signal_group(info.si_pid, signal.SIGKILL)  # nothing of the stage outlives it
+            _, status = os.waitpid(info.si_pid, 0)
+            ident = self.children.pop(info.si_pid, None)
+            self.kill_after.pop(info.si_pid, None)
+            if ident is not None:
+                self._send({"id": ident, "exit": os.waitstatus_to_exitcode(status)})
+
+    def _kill_all(self) -> None:
+        for pid in list(self.children):
+            os.kill(pid, signal.SIGTERM)
+        time.sleep(0.2)
+        for pid in list(self.children):
+            _signal_group(pid, signal.SIGKILL)
+
+    def _send(self, message: dict) -> None:
+        self.sock.send(json.dumps(message).encode())
+
+    def _child(self, request: dict, fds: list[int]) -> None:
+        """The forked stage: drop everything of the server, confine, then run. Ends with os._exit."""
+        code = 70
+        try:
+            os.setsid()
+            set_parent_death_signal(signal.SIGTERM)
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL if sig != signal.SIGINT else signal.default_int_handler)
+            self.selector.close()
+            self.sock.close()
+            os.dup2(fds[0], 1)
+            os.dup2(fds[1], 2)
+            os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # wakeup pipe, anything torch opened, the fds passed
+            config = request["config"]
+            confine(config)
+            os.environ.clear()
+            os.environ.update(config["env"])
+            if "argv" in request:
+                os.execve(request["argv"][0], request["argv"], config["env"])
+            code = _run_runner(request["runner"])
+        except BaseException:  # noqa: BLE001 - the child must end here, whatever happened
+            traceback.print_exc()
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:  # noqa: BLE001 - a closed pipe
+                    pass
+            os._exit(code)
+
+
+def _run_runner(argv: list[str]) -> int:
+    """``python -m grader.runner ARGV``, in this already-warm interpreter."""
+    sys.dont_write_bytecode = True
+    sys.path_importer_cache.clear()  # the finders saw the host's folders before chroot
+    importlib.invalidate_caches()
+    from grader import runner
+
+    try:
+        return runner.main(argv)
+    except SystemExit as exc:  # as the interpreter would end
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        print(exc.code, file=sys.stderr)
+        return 1
+    except BaseException:  # noqa: BLE001 - as the interpreter prints an uncaught exception
+        traceback.print_exc()
+        return 1
+
+
+def _preload() -> None:
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # torchvision is optional
+            pass
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="grader.sandbox.forkserver")
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--parent-pid", type=int, required=True)  # also lets tests find a grader's servers
+    args = parser.parse_args()
+    set_parent_death_signal(signal.SIGKILL)
+    if os.getppid() != args.parent_pid:  # the grader died before the signal was armed
+        sys.exit(1)
+    Server(socket.socket(fileno=args.fd)).serve()
+
+
+if __name__ == "__main__":
+    main()
