@@ -4,10 +4,12 @@
 #
 #   build:          docker build -t seg-autograder:latest .
 #   another base:   docker build --build-arg BASE=pytorch/pytorch:2.4.1-cuda12.4-cudnn9-runtime -t seg-autograder:latest .
-#   use:            grader grade ... --sandbox docker   (the engine runs `python -m grader.runner` in it)
+#   use:            grader grade ... --sandbox docker   (one container per submission: its PID 1 is
+#                   `python -m grader.sandbox.forkserver`, which forks `grader.runner` for each stage)
 #
-# The engine overrides the user (a fresh non-root uid per run), mounts /job, /submission (read-only) and
-# /out, and puts tmpfs on /tmp and /scratch: Docker gives a tmpfs the mode of the folder it covers, hence 1777.
+# The engine overrides the user (a fresh non-root uid per submission), mounts /job, /submission (read-only),
+# /runs (the stages' out folders) and /ctl (the server's socket), and puts tmpfs on /tmp and /scratch: Docker
+# gives a tmpfs the mode of the folder it covers, hence 1777.
 ARG BASE=pytorch/pytorch:2.4.1-cuda12.1-cudnn9-runtime
 FROM ${BASE}
 ARG BASE
@@ -35,7 +37,7 @@ RUN python -m pip install --no-cache-dir . \
  && python -c "import importlib.util as u, sys; sys.exit(u.find_spec('reference') is not None)"
 
 RUN (getent passwd 10001 || useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin grader) \
- && mkdir -p /job /out /submission \
+ && mkdir -p /job /out /runs /ctl /submission \
  && mkdir -p /scratch && chmod 1777 /scratch /tmp \
  && chmod -R a+rX /opt/grader
 

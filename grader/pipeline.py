@@ -125,6 +125,7 @@ def grade_submission(batch: Batch, sub: Submission) -> tuple[SubmissionResult, d
             if import_skip else ""
         return _finish(batch, sub, list(results.values()), durations, stages, message=message), artifacts
     finally:
+        batch.sandbox.end_submission(sub.path)
         shutil.rmtree(run_dir, ignore_errors=True)
 
 

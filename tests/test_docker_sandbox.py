@@ -5,6 +5,7 @@ registry is needed. Docker tests skip, saying why, only when the Docker Engine d
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -243,9 +244,44 @@ def test_reference_is_not_importable_but_grader_is(box: DockerSandbox, tmp_path:
 
 @pytest.mark.docker
 @pytest.mark.skipif(not (REPO / "grader" / "runner.py").exists(), reason="grader/runner.py not written yet")
-def test_run_starts_the_runner(box: DockerSandbox, tmp_path: Path) -> None:
-    run = box.run(_request(tmp_path, stage="import"))
+def test_run_starts_the_runner_in_the_submissions_container_removed_at_its_end(
+        box: DockerSandbox, client: docker.DockerClient, tmp_path: Path) -> None:
+    request = _request(tmp_path, stage="import")
+    run = box.run(request)
     assert not run.timed_out and "No module named grader.runner" not in run.stderr
+    assert run.engine_info["per_submission"] and len(_ours(client)) == 1
+    box.end_submission(request.submission_dir)  # the fixture then proves the container is gone
+
+
+LINGERING_STUDENT = """\
+import os, subprocess, sys
+others = []
+for pid in (p for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, os.getpid())):
+    try:
+        others.append(open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\\0", b" ").decode())
+    except OSError:
+        pass
+print("found in /tmp:", sorted(os.listdir("/tmp")), "other processes:", others, flush=True)
+open("/tmp/left-by-" + str(os.getpid()), "w").write("x")
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+"""
+
+
+@pytest.mark.docker
+def test_stages_of_a_submission_share_its_container_but_nothing_outlives_a_stage(
+        box: DockerSandbox, client: docker.DockerClient, tmp_path: Path) -> None:
+    """Each stage leaves a file in /tmp and a daemon in a session of its own: the next stage sees neither."""
+    first = _request(tmp_path, stage="import")
+    (first.job_dir / "job.json").write_text(json.dumps({"threads": 1, "device": "cpu", "stages": {}}))
+    (first.submission_dir / "segmentation.py").write_text(LINGERING_STUDENT)
+    second = dataclasses.replace(first, stage="model", out_dir=tmp_path / "model")
+    try:
+        runs = [box.run(first), box.run(second)]
+    finally:
+        box.end_submission(first.submission_dir)
+    assert runs[0].engine_info["container_id"] == runs[1].engine_info["container_id"]
+    for run in runs:
+        assert "left-by-" not in run.stdout and "other processes: []" in run.stdout, run.stdout + run.stderr
 
 
 @pytest.mark.docker

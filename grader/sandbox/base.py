@@ -86,6 +86,10 @@ class Sandbox(Protocol):
         """Get ready for stages with ``threads`` torch threads, in the background (called once per batch)."""
         ...
 
+    def end_submission(self, submission_dir: Path) -> None:
+        """Every stage of this submission has run: release what was kept for it."""
+        ...
+
 
 def runner_args(job_dir: str, out_dir: str, submission_dir: str, stage: str) -> list[str]:
     """The arguments of ``grader.runner`` for one stage (paths as seen from inside the sandbox)."""

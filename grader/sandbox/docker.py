@@ -1,4 +1,7 @@
-"""The production sandbox engine: one hardened, throw-away Docker container per stage.
+"""The production sandbox engine: hardened, throw-away Docker containers.
+
+A submission's stages run in one container of its own (``docker_session``: a warm fork server is its PID 1);
+``run_argv`` (and ``per_submission=False``) runs one container per command.
 
 The container has no network, a read-only root, a non-root user (a fresh uid per run, so that the per-user
 process limit of one submission never starves another), no capabilities, ``no-new-privileges``, cgroup
@@ -28,6 +31,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
 from grader.sandbox.base import InfrastructureError, SandboxRequest, SandboxRun, runner_argv, share_with_sandbox
+from grader.sandbox.docker_session import SESSION_ISOLATION, SubmissionContainer
 
 __all__ = ["DockerSandbox", "BindMount", "connect", "docker_sandbox_for_cli", "cleanup_leftovers",
            "remove_live_containers", "LABEL", "START_DOCKER_HINT"]
@@ -205,8 +209,10 @@ class DockerSandbox:
 
     def __init__(self, *, image: str, gpus: tuple[str, ...] = (), python: str = "python",
                  extra_mounts: tuple[BindMount, ...] = (), client: docker.DockerClient | None = None,
-                 user: str | None = None) -> None:
-        self.image, self.gpus, self.python = image, tuple(gpus), python
+                 user: str | None = None, per_submission: bool = True) -> None:
+        self.image, self.gpus, self.python, self.per_submission = image, tuple(gpus), python, per_submission
+        self._sessions: dict[tuple[Path, str | None], SubmissionContainer] = {}
+        self._sessions_lock = threading.Lock()
         self.extra_mounts, self.user = tuple(extra_mounts), user
         self._client = client if client is not None else connect()
         self._description: dict | None = None
@@ -218,13 +224,38 @@ class DockerSandbox:
         """Remove every live container and refuse new runs (the grader was interrupted)."""
         self._aborted = True
         remove_live_containers()
+        with self._sessions_lock:
+            sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            session.close()
 
     def warm_up(self, threads: int) -> None:
-        """Nothing to warm: every stage is its own container, so nothing of one student outlives its stage."""
+        """Nothing to warm once per batch: each submission's container imports torch before its first stage."""
 
     def run(self, request: SandboxRequest) -> SandboxRun:
-        argv = runner_argv(self.python, _INSIDE["job"], _INSIDE["out"], _INSIDE["submission"], request.stage)
-        return self.run_argv(argv, request)
+        if not self.per_submission:
+            argv = runner_argv(self.python, _INSIDE["job"], _INSIDE["out"], _INSIDE["submission"], request.stage)
+            return self.run_argv(argv, request)
+        if self._aborted:
+            raise InfrastructureError("the grader was interrupted")
+        key = (request.submission_dir, request.gpu)
+        with self._sessions_lock:
+            session = self._sessions.get(key)
+        if session is None or session.dead:
+            if session is not None:
+                session.close()
+            session = SubmissionContainer(self, request)
+            with self._sessions_lock:
+                self._sessions[key] = session
+        return session.run(request)
+
+    def end_submission(self, submission_dir: Path) -> None:
+        """The submission is graded: remove its container."""
+        with self._sessions_lock:
+            ended = [k for k in self._sessions if k[0] == submission_dir]
+            sessions = [self._sessions.pop(k) for k in ended]
+        for session in sessions:
+            session.close()
 
     def run_argv(self, argv: list[str], request: SandboxRequest) -> SandboxRun:
         """Run ``argv`` in the hardened container made for ``request``; always remove the container."""
@@ -253,14 +284,15 @@ class DockerSandbox:
             self._description = {"engine": self.name, "image": self.image, "image_id": image_id,
                                  "docker_version": version.get("Version"),
                                  "api_version": version.get("ApiVersion"), "gpus": list(self.gpus),
-                                 "isolation": ISOLATION}
+                                 "isolation": ISOLATION + (f"; {SESSION_ISOLATION}" if self.per_submission else ""),
+                                 "per_submission": self.per_submission}
         return dict(self._description)
 
-    def _check(self, request: SandboxRequest) -> None:
+    def _check(self, request: SandboxRequest, extra_shown: tuple[Path, ...] = ()) -> None:
         """Refuse (as infrastructure) a request that would mount a hidden path or an unknown GPU."""
         if request.gpu is not None and self.gpus and request.gpu not in self.gpus:
             raise InfrastructureError(f"GPU {request.gpu!r} was assigned but this engine offers {self.gpus}")
-        shown = [request.job_dir, request.submission_dir, request.out_dir]
+        shown = [request.job_dir, request.submission_dir, request.out_dir, *extra_shown]
         shown += [Path(m.source) for m in self.extra_mounts]
         for path in (Path(p).resolve() for p in shown):
             for hidden in (Path(h).resolve() for h in request.hidden_paths):
@@ -289,7 +321,7 @@ class DockerSandbox:
         env.update({k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ})
         return env
 
-    def _host_config(self, request: SandboxRequest) -> dict:
+    def _host_config(self, request: SandboxRequest, mounts: list[Mount]) -> dict:
         api, mb = self._client.api, request.memory_mb
         # noexec: nothing needs to run binaries from scratch space. The image's /tmp and /scratch must be
         # mode 1777: Docker copies the image folder's mode onto the tmpfs (a mode= option is overridden).
@@ -304,14 +336,15 @@ class DockerSandbox:
             ulimits=[Ulimit(name="nofile", soft=4096, hard=4096),
                      Ulimit(name="fsize", soft=file_bytes, hard=file_bytes),
                      Ulimit(name="nproc", soft=request.max_processes, hard=request.max_processes)],
-            mounts=self._mounts(request), device_requests=gpus, privileged=False, ipc_mode="private",
+            mounts=mounts, device_requests=gpus, privileged=False, ipc_mode="private",
             log_config=LogConfig(type=LogConfig.types.NONE))  # output comes over attach: nothing on disk
 
-    def _create_kwargs(self, argv: list[str], request: SandboxRequest, uid: str) -> dict:
-        labels = {LABEL: "1", f"{LABEL}.stage": request.stage, f"{LABEL}.owner": _owner()}
+    def _create_kwargs(self, argv: list[str], request: SandboxRequest, uid: str, *,
+                       mounts: list[Mount] | None = None, stage: str | None = None) -> dict:
+        labels = {LABEL: "1", f"{LABEL}.stage": stage or request.stage, f"{LABEL}.owner": _owner()}
         return {"image": self.image, "command": list(argv), "user": uid if ":" in uid else f"{uid}:{uid}",
                 "environment": self._environment(request), "working_dir": "/scratch", "labels": labels,
-                "host_config": self._host_config(request), "network_disabled": True, "hostname": "sandbox",
+                "host_config": self._host_config(request, mounts or self._mounts(request)), "network_disabled": True, "hostname": "sandbox",
                 "stdin_open": False, "tty": False, "entrypoint": []}
 
     def _start_and_wait(self, container_id: str, request: SandboxRequest, uid: str,

@@ -1,10 +1,16 @@
 """The local sandbox's fork server: trusted, sandbox-side, it imports torch ONCE and forks one child per stage.
 
-``python -s -m grader.sandbox.forkserver --fd N --parent-pid P`` is started by ``grader.sandbox.local`` (never
-by hand). Starting a Python that imports torch costs about 2 s on a small machine; paid by every stage of
+``python -s -m grader.sandbox.forkserver --fd N --parent-pid P`` is started by ``grader.sandbox.local``, and
+``... --listen /ctl/server.sock --clean /tmp --clean /scratch`` is PID 1 of one submission's container
+(``grader.sandbox.docker``); never by hand. Starting a Python that imports torch costs about 2 s on a small machine; paid by every stage of
 every submission it was most of what grading a submission cost beyond its own work (bench/overhead.py). Here
 it is paid once per server: each stage is a ``fork()`` of this process, confined (``confine.confine``) before
 any student code runs, then either running ``grader.runner`` in the child or exec'ing a command.
+
+In a container (``--listen``) the container is the confinement: the server runs as the container's own
+unprivileged user, a stage is a plain fork, and after every stage the server kills every other process of
+the container (it is PID 1: ``kill(-1)`` spares only itself) and empties the scratch folders, so the next
+stage of the same submission starts as clean as a fresh container would; no other student is ever in it.
 
 What a child inherits is this process's memory and nothing else: the server never imports student code,
 ``reference/`` or any grading data, never initialises CUDA (the child does, after CUDA_VISIBLE_DEVICES is set)
@@ -18,7 +24,8 @@ Protocol on the SOCK_SEQPACKET socket (one JSON message each way per event):
                   {"op": "kill", "id": I}
   server -> host  {"id": I, "pid": PID} once forked; {"id": I, "exit": CODE} once reaped (CODE as Popen's
                   returncode: negative for a signal); {"id": I, "error": TEXT} when it could not fork.
-The server dies with the grader (parent-death signal) and when the socket closes; its children with it.
+The server dies with the grader (parent-death signal; a container is removed by the grader) and when the
+socket closes; its children with it.
 """
 from __future__ import annotations
 
@@ -27,13 +34,14 @@ import importlib
 import json
 import os
 import selectors
+import shutil
 import signal
 import socket
 import sys
 import time
 import traceback
 
-from grader.sandbox.confine import confine, set_parent_death_signal
+from grader.sandbox.confine import MARKER, confine, set_parent_death_signal
 
 __all__ = ["main", "PRELOAD"]
 
@@ -41,10 +49,13 @@ PRELOAD = ("numpy", "torch", "torch.nn", "torch.nn.functional", "torch.optim", "
 KILL_GRACE_S = 2.0  # after SIGTERM to a stage's relay, SIGKILL its process group
 
 
+PR_SET_DUMPABLE = 4
+
+
 class Server:
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, *, clean: tuple[str, ...] = (), container: bool = False) -> None:
         self.sock, self.children, self.kill_after = sock, {}, {}  # pid -> id; pid -> SIGKILL deadline
-        self.preloaded = False
+        self.clean, self.container, self.preloaded = clean, container, False
         self.wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
         self.wake_w = wake_w
@@ -75,7 +86,10 @@ class Server:
     def _handle(self, request: dict, fds: list[int]) -> None:
         if request["op"] == "kill":
             for pid, ident in self.children.items():
-                if ident == request["id"]:
+                if ident == request["id"] and self.container:
+                    _signal_group(pid, signal.SIGKILL)
+                    self._sweep()
+                elif ident == request["id"]:
                     os.kill(pid, signal.SIGTERM)  # the relay SIGKILLs the namespace's PID 1
                     self.kill_after[pid] = time.monotonic() + KILL_GRACE_S
             return
@@ -108,8 +122,36 @@ class Server:
             _, status = os.waitpid(info.si_pid, 0)
             ident = self.children.pop(info.si_pid, None)
             self.kill_after.pop(info.si_pid, None)
+            if self.container:
+                self._sweep()
             if ident is not None:
                 self._send({"id": ident, "exit": os.waitstatus_to_exitcode(status)})
+
+    def _sweep(self) -> None:
+        """Container only: every other process of the container dies, the scratch folders are emptied."""
+        if os.getpid() != 1:  # never outside a PID namespace of our own: kill(-1) would reach the host's
+            return
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:  # nothing else was left
+            pass
+        while True:  # the killed are our children (orphans are re-parented to PID 1): reap them
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            ident = self.children.pop(pid, None)
+            if ident is not None:
+                self._send({"id": ident, "exit": os.waitstatus_to_exitcode(status)})
+        for folder in self.clean:
+            for entry in os.scandir(folder):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    try:
+                        os.unlink(entry.path)
+                    except OSError:
+                        pass
 
     def _kill_all(self) -> None:
         for pid in list(self.children):
@@ -136,7 +178,14 @@ class Server:
             os.dup2(fds[1], 2)
             os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # wakeup pipe, anything torch opened, the fds passed
             config = request["config"]
-            confine(config)
+            if self.container:  # the container is the confinement; the OOM killer takes the stage first
+                _libc_prctl(PR_SET_DUMPABLE, 1)
+                with open("/proc/self/oom_score_adj", "w") as adj:
+                    adj.write("1000")
+                os.write(2, (MARKER + config["isolation"] + "\n").encode())
+                os.chdir(config["cwd"])
+            else:
+                confine(config)
             os.environ.clear()
             os.environ.update(config["env"])
             if "argv" in request:
@@ -180,6 +229,12 @@ def _preload() -> None:
             pass
 
 
+def _libc_prctl(option: int, value: int) -> None:
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+
+
 def _signal_group(pid: int, sig: int) -> None:
     try:
         os.killpg(pid, sig)
@@ -189,13 +244,30 @@ def _signal_group(pid: int, sig: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="grader.sandbox.forkserver")
-    parser.add_argument("--fd", type=int, required=True)
-    parser.add_argument("--parent-pid", type=int, required=True)  # also lets tests find a grader's servers
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--fd", type=int, help="the local engine's end of a socketpair")
+    where.add_argument("--listen", help="a container: listen on this unix socket, serve one connection")
+    parser.add_argument("--parent-pid", type=int)  # with --fd; also lets tests find a grader's servers
+    parser.add_argument("--clean", action="append", default=[], help="container: emptied after each stage")
     args = parser.parse_args()
-    set_parent_death_signal(signal.SIGKILL)
-    if os.getppid() != args.parent_pid:  # the grader died before the signal was armed
-        sys.exit(1)
-    Server(socket.socket(fileno=args.fd)).serve()
+    if args.fd is not None:
+        set_parent_death_signal(signal.SIGKILL)
+        if os.getppid() != args.parent_pid:  # the grader died before the signal was armed
+            sys.exit(1)
+        Server(socket.socket(fileno=args.fd)).serve()
+        return
+    _libc_prctl(PR_SET_DUMPABLE, 0)  # the stages run as our uid: they must not ptrace the server
+    _preload()  # before listening: the grader's stage clocks start once the socket is there
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(args.listen + ".tmp")
+    os.chmod(args.listen + ".tmp", 0o666)
+    os.rename(args.listen + ".tmp", args.listen)  # appears whole: the grader connects once it exists
+    listener.listen(1)
+    conn, _ = listener.accept()
+    listener.close()
+    server = Server(conn, clean=tuple(args.clean), container=True)
+    server.preloaded = True
+    server.serve()
 
 
 if __name__ == "__main__":

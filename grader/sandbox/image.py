@@ -32,7 +32,8 @@ PRODUCTION_TAG = "seg-autograder:latest"
 TEST_TAG = "seg-autograder-test:latest"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _ROOTFS_LABEL = "seg-autograder.rootfs"  # hash of the imported tarball: re-import only when it changed
-_EMPTY_DIRS = ("tmp", "scratch", "job", "out", "submission", "opt/grader", "home", "proc", "sys", "dev", "etc")
+_EMPTY_DIRS = ("tmp", "scratch", "job", "out", "runs", "ctl", "submission", "opt/grader", "home", "proc", "sys",
+               "dev", "etc")
 _PASSWD = ("root:x:0:0:root:/root:/usr/sbin/nologin\n"
            "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n")
 _GROUP = "root:x:0:\nnogroup:x:65534:\n"

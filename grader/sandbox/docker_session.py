@@ -1,0 +1,148 @@
+"""One hardened container per SUBMISSION, its stages forked from a warm server inside (Docker engine).
+
+A container per stage paid a container start and a fresh interpreter importing torch for every stage (about
+2.5 s on a small machine, five times per submission). Here the submission's container starts once, with the
+same hardening as before, and its PID 1 is the fork server (``grader.sandbox.forkserver --listen``), which
+imports torch before it listens. Each stage is a fork of it, with the stage's stdout/stderr pipes handed over
+a unix socket in a folder mounted at ``/ctl``; the wall clock and the kill stay here, on the host. Between
+stages the server kills every other process of the container and empties ``/tmp`` and ``/scratch``; the
+container's memory limit is set to each stage's budget before the stage starts. No other submission ever
+runs in it, and it is removed when the submission is done (or the grader is interrupted).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from docker.types import Mount
+
+from grader.sandbox.base import OOM_SIGNS, InfrastructureError, SandboxRequest, SandboxRun, runner_args, \
+    share_with_sandbox
+from grader.sandbox.forkclient import ForkServerClient, run_stage
+
+if TYPE_CHECKING:
+    from grader.sandbox.docker import DockerSandbox
+
+__all__ = ["SubmissionContainer", "SESSION_ISOLATION"]
+
+START_TIMEOUT_S = 180.0  # container start + the server's torch import, before any stage clock runs
+SOCKET = "server.sock"
+SESSION_ISOLATION = ("one container per submission; each stage a fork of its warm server, every other process "
+                     "of the container killed and /tmp, /scratch emptied between stages")
+
+
+class SubmissionContainer:
+    """The container of one submission: started at its first stage, removed by ``close``."""
+
+    def __init__(self, sandbox: DockerSandbox, request: SandboxRequest) -> None:
+        from grader.sandbox import docker as engine
+
+        self.sandbox, self.engine = sandbox, engine
+        self.submission_dir, self.gpu = request.submission_dir, request.gpu
+        self.runs_dir = request.out_dir.parent  # the submission's run folder: one out folder per stage
+        self.ctl = Path(tempfile.mkdtemp(prefix="seg-ctl-"))
+        self.ctl.chmod(0o777)
+        self.uid = sandbox.user or f"{random.SystemRandom().randint(100_000, 199_999)}"
+        self.container_id, self.client, self.output = "", None, engine._HeadTail(4000)
+        try:
+            self._start(request)
+        except BaseException:
+            self.close()
+            raise
+
+    def run(self, request: SandboxRequest) -> SandboxRun:
+        if request.out_dir.parent != self.runs_dir or request.submission_dir != self.submission_dir:
+            raise InfrastructureError("a stage of another submission was sent to this submission's container")
+        share_with_sandbox(request)
+        api = self.sandbox._client.api
+        mb = request.memory_mb
+        with self.engine._engine_errors(self.sandbox.image):
+            api.update_container(self.container_id, mem_limit=f"{mb}m", memswap_limit=f"{mb}m")
+        payload = {"runner": runner_args("/job", f"/runs/{request.out_dir.name}", "/submission", request.stage),
+                   "config": {"cwd": "/scratch", "env": self.sandbox._environment(request),
+                              "isolation": self.engine.ISOLATION + "; " + SESSION_ISOLATION}}
+        assert self.client is not None
+        done = run_stage(self.client, payload, timeout_s=request.timeout_s, max_output_bytes=request.max_output_bytes)
+        # A stage killed by SIGKILL that the host did not kill: the cgroup's OOM killer (it takes the stage
+        # first: oom_score_adj 1000). MemoryError and friends are the other sign.
+        oom = not done.timed_out and (done.exit_code == -9 or any(s in done.stderr for s in OOM_SIGNS))
+        info = {"engine": "docker", "image": self.sandbox.image, "container_id": self.container_id[:12],
+                "user": self.uid, "per_submission": True}
+        return SandboxRun(exit_code=done.exit_code, timed_out=done.timed_out, out_of_memory=oom,
+                          duration_s=done.duration_s, stdout=done.stdout, stderr=done.stderr,
+                          output_truncated=done.truncated, isolation=done.isolation, engine_info=info)
+
+    @property
+    def dead(self) -> bool:
+        return self.client is None or bool(self.client.dead)
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()  # the server kills its stages and exits; the container ends
+        if self.container_id:
+            self.engine._remove(self.sandbox._client.api, self.container_id)
+        with contextlib.suppress(OSError):
+            for entry in self.ctl.iterdir():
+                entry.unlink()
+            self.ctl.rmdir()
+
+    def _mounts(self, request: SandboxRequest) -> list[Mount]:
+        binds = [self.engine.BindMount(request.job_dir, "/job"),
+                 self.engine.BindMount(request.submission_dir, "/submission"),
+                 self.engine.BindMount(self.runs_dir, "/runs", False), self.engine.BindMount(self.ctl, "/ctl", False),
+                 *self.sandbox.extra_mounts]
+        return [Mount(target=b.target, source=str(Path(b.source).resolve()), type="bind", read_only=b.read_only)
+                for b in binds]
+
+    def _start(self, request: SandboxRequest) -> None:
+        sandbox, api = self.sandbox, self.sandbox._client.api
+        sandbox._check(request, extra_shown=(self.runs_dir, self.ctl))
+        share_with_sandbox(request)
+        self.runs_dir.chmod(0o777)
+        argv = [sandbox.python, "-s", "-m", "grader.sandbox.forkserver", "--listen", f"/ctl/{SOCKET}",
+                "--clean", "/tmp", "--clean", "/scratch"]
+        with self.engine._engine_errors(sandbox.image):
+            kwargs = sandbox._create_kwargs(argv, request, self.uid, mounts=self._mounts(request), stage="submission")
+            self.container_id = api.create_container(**kwargs)["Id"]
+            with self.engine._LIVE_LOCK:
+                self.engine._LIVE[self.container_id] = api
+            stream = api.attach(self.container_id, stdout=True, stderr=True, stream=True, logs=False, demux=True)
+            threading.Thread(target=self.engine._pump, args=(stream, self.output, self.output), daemon=True).start()
+            api.start(self.container_id)
+        self.client = ForkServerClient(self._connect(api), self._ended)
+
+    def _connect(self, api: Any) -> socket.socket:
+        """Wait for the server's socket (it appears once torch is imported), then connect to it."""
+        path, deadline = self.ctl / SOCKET, time.monotonic() + START_TIMEOUT_S
+        while not path.exists():
+            if time.monotonic() > deadline or not api.inspect_container(self.container_id)["State"]["Running"]:
+                raise InfrastructureError(f"the submission's container did not start its fork server: "
+                                          f"{self.output.text()[0].strip()[-1500:] or 'no output'}")
+            time.sleep(0.02)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        folder = os.open(self.ctl, os.O_RDONLY | os.O_DIRECTORY)  # a short path, whatever TMPDIR is
+        try:
+            sock.connect(f"/proc/self/fd/{folder}/{SOCKET}")
+        except OSError as exc:
+            sock.close()
+            raise InfrastructureError(f"cannot connect to the submission container's fork server: {exc}") from exc
+        finally:
+            os.close(folder)
+        return sock
+
+    def _ended(self) -> str:
+        api = self.sandbox._client.api
+        with contextlib.suppress(Exception):
+            api.wait(self.container_id, timeout=5)
+        state: dict = {}
+        with contextlib.suppress(Exception):
+            state = api.inspect_container(self.container_id)["State"]
+        return (f"the submission's container ended (exit code {state.get('ExitCode')}, out of memory: "
+                f"{state.get('OOMKilled')}): {self.output.text()[0].strip()[-1500:] or 'no output'}")
