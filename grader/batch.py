@@ -125,6 +125,7 @@ def grade_all(paths: Sequence[Path], *, rubric: Rubric, sandbox: Sandbox, option
             results += _grade_fresh(todo, rubric=rubric, sandbox=sandbox, options=options, cache=cache,
                                     scratch=scratch)
     finally:
+        sandbox.close()  # spare containers, fork servers: the batch is over
         shutil.rmtree(scratch, ignore_errors=True)
     results.sort(key=lambda r: r.student)
     write_json_atomic(out / "summary.json", _summary(rubric, results))

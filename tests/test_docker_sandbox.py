@@ -64,6 +64,7 @@ def _ours(client: docker.DockerClient, owner: str | None = None) -> list[dict]:
 def box(sandbox: DockerSandbox, client: docker.DockerClient) -> Iterator[DockerSandbox]:
     """The sandbox, and after the test the proof that no labelled container of ours outlived its run."""
     yield sandbox
+    sandbox.close()  # the spare containers a submission's first stage started
     assert _ours(client) == [], "a labelled container outlived its run"
 
 
@@ -249,8 +250,10 @@ def test_run_starts_the_runner_in_the_submissions_container_removed_at_its_end(
     request = _request(tmp_path, stage="import")
     run = box.run(request)
     assert not run.timed_out and "No module named grader.runner" not in run.stderr
-    assert run.engine_info["per_submission"] and len(_ours(client)) == 1
-    box.end_submission(request.submission_dir)  # the fixture then proves the container is gone
+    ours = lambda: {c["Id"][:12] for c in _ours(client)}  # noqa: E731
+    assert run.engine_info["per_submission"] and run.engine_info["container_id"] in ours()
+    box.end_submission(request.submission_dir)
+    assert run.engine_info["container_id"] not in ours()  # (the fixture then removes the spare, and checks)
 
 
 LINGERING_STUDENT = """\

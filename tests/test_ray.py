@@ -1,8 +1,9 @@
 """The Ray engine on a real local Ray cluster with fake GPUs: every submission graded exactly once, with the
 scores of the local engine, also when a worker node is lost mid-batch.
 
-Fake GPUs have no CUDA, so each task gets a GPU id from Ray, passes it to its sandbox, and the runner falls
-back to the CPU: the scores must equal the local engine's.
+Fake GPUs have no CUDA: each task gets a GPU id from Ray and passes it to its sandbox, and the node, seeing
+that torch cannot use that GPU, prepares a CPU batch (a real GPU batch never falls back to the CPU): the
+scores must equal the local engine's.
 """
 from __future__ import annotations
 

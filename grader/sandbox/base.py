@@ -41,6 +41,7 @@ class SandboxRequest:
     submission_dir: Path  # clean copy of the student's files; put on sys.path, never imported by the host
     job_dir: Path  # inputs written by the host (job.json + .npy arrays); mounted read-only
     out_dir: Path  # empty folder for this stage's outputs; the only place the student may write to keep
+    # (on the same filesystem as job_dir: the docker engine renames its container's outputs into it)
     stage: str  # "import" | "unit" | "model" | "overfit" | "train"
     timeout_s: float  # wall clock for the whole stage, then the process group / container is killed
     memory_mb: int  # address-space (local) or cgroup (docker) limit
@@ -88,6 +89,10 @@ class Sandbox(Protocol):
 
     def end_submission(self, submission_dir: Path) -> None:
         """Every stage of this submission has run: release what was kept for it."""
+        ...
+
+    def close(self) -> None:
+        """The batch is over: release what was kept for it. The engine stays usable (it starts anew)."""
         ...
 
 

@@ -44,7 +44,8 @@ ISOLATION = ("docker: network none, read-only root, non-root uid, no capabilitie
 _INSIDE = {"job": "/job", "out": "/out", "submission": "/submission"}
 _PASSTHROUGH_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # old OpenBLAS crashes on some CPUs without them
 _MARKER_RESERVE = 64  # room kept for the "bytes dropped" marker so the text stays within the limit
-_PUMP_GRACE_S = 10.0  # how long to wait for the output stream to drain after the container ended
+_PUMP_GRACE_S = 10.0
+MAX_SPARES = 2  # warm blank containers kept per job, GPU and thread count (each holds torch imported)  # how long to wait for the output stream to drain after the container ended
 
 _LIVE: dict[str, Any] = {}  # container id -> low-level API client; removed by the hooks below
 _LIVE_LOCK = threading.Lock()
@@ -211,7 +212,10 @@ class DockerSandbox:
                  extra_mounts: tuple[BindMount, ...] = (), client: docker.DockerClient | None = None,
                  user: str | None = None, per_submission: bool = True) -> None:
         self.image, self.gpus, self.python, self.per_submission = image, tuple(gpus), python, per_submission
-        self._sessions: dict[tuple[Path, str | None], SubmissionContainer] = {}
+        self._sessions: dict[tuple[Path, str | None], SubmissionContainer] = {}  # (submission, gpu) ->
+        self._spares: dict[tuple, list[SubmissionContainer]] = {}  # (job, gpu, threads) -> warm, blank
+        self._starting: set[threading.Thread] = set()  # spares being started
+        self._generation = 0  # close() starts a new one: spares of an older one are not kept
         self._sessions_lock = threading.Lock()
         self.extra_mounts, self.user = tuple(extra_mounts), user
         self._client = client if client is not None else connect()
@@ -224,10 +228,7 @@ class DockerSandbox:
         """Remove every live container and refuse new runs (the grader was interrupted)."""
         self._aborted = True
         remove_live_containers()
-        with self._sessions_lock:
-            sessions, self._sessions = list(self._sessions.values()), {}
-        for session in sessions:
-            session.close()
+        self.close()
 
     def warm_up(self, threads: int) -> None:
         """Nothing to warm once per batch: each submission's container imports torch before its first stage."""
@@ -236,18 +237,7 @@ class DockerSandbox:
         if not self.per_submission:
             argv = runner_argv(self.python, _INSIDE["job"], _INSIDE["out"], _INSIDE["submission"], request.stage)
             return self.run_argv(argv, request)
-        if self._aborted:
-            raise InfrastructureError("the grader was interrupted")
-        key = (request.submission_dir, request.gpu)
-        with self._sessions_lock:
-            session = self._sessions.get(key)
-        if session is None or session.dead:
-            if session is not None:
-                session.close()
-            session = SubmissionContainer(self, request)
-            with self._sessions_lock:
-                self._sessions[key] = session
-        return session.run(request)
+        return self._container_of(request).run(request)
 
     def end_submission(self, submission_dir: Path) -> None:
         """The submission is graded: remove its container."""
@@ -256,6 +246,70 @@ class DockerSandbox:
             sessions = [self._sessions.pop(k) for k in ended]
         for session in sessions:
             session.close()
+
+    def close(self) -> None:
+        """The batch is over: remove the spare containers (and any submission's still open)."""
+        with self._sessions_lock:
+            self._generation += 1
+            starting = list(self._starting)
+        for thread in starting:  # a spare being started is removed by its own thread (older generation)
+            thread.join()
+        with self._sessions_lock:
+            sessions = list(self._sessions.values()) + [c for spares in self._spares.values() for c in spares]
+            self._sessions, self._spares = {}, {}
+        for session in sessions:
+            session.close()
+
+    def _container_of(self, request: SandboxRequest) -> SubmissionContainer:
+        """The submission's container: its own, or a warm spare bound to it now (then another spare starts)."""
+        if self._aborted:
+            raise InfrastructureError("the grader was interrupted")
+        key, pool = (request.submission_dir, request.gpu), (request.job_dir, request.gpu, request.threads)
+        with self._sessions_lock:
+            session = self._sessions.get(key)
+            if session is not None and session.dead:
+                del self._sessions[key]
+                stale, session = session, None
+            else:
+                stale = None
+            spares = self._spares.setdefault(pool, [])
+            spare = spares.pop(0) if session is None and spares else None
+        if stale is not None:
+            stale.close()
+        if session is not None:
+            return session
+        if spare is None or spare.dead:
+            if spare is not None:
+                spare.close()
+            spare = SubmissionContainer(self, request)
+        with self._sessions_lock:
+            starter = threading.Thread(target=self._start_spare, args=(request, pool, self._generation), daemon=True)
+            self._starting.add(starter)
+        starter.start()
+        spare.bind(request)
+        with self._sessions_lock:
+            self._sessions[key] = spare
+        return spare
+
+    def _start_spare(self, template: SandboxRequest, pool: tuple, generation: int) -> None:
+        try:
+            with self._sessions_lock:
+                if len(self._spares.get(pool, ())) >= MAX_SPARES:
+                    return
+            try:
+                spare = SubmissionContainer(self, template)
+            except Exception:  # noqa: BLE001 - the next submission starts its own and reports why
+                return
+            with self._sessions_lock:
+                keep = (not self._aborted and generation == self._generation
+                        and len(self._spares.setdefault(pool, [])) < MAX_SPARES)
+                if keep:
+                    self._spares[pool].append(spare)
+            if not keep:
+                spare.close()
+        finally:
+            with self._sessions_lock:
+                self._starting.discard(threading.current_thread())
 
     def run_argv(self, argv: list[str], request: SandboxRequest) -> SandboxRun:
         """Run ``argv`` in the hardened container made for ``request``; always remove the container."""

@@ -3,7 +3,12 @@
 A container per stage paid a container start and a fresh interpreter importing torch for every stage (about
 2.5 s on a small machine, five times per submission). Here the submission's container starts once, with the
 same hardening as before, and its PID 1 is the fork server (``grader.sandbox.forkserver --listen``), which
-imports torch before it listens. Each stage is a fork of it, with the stage's stdout/stderr pipes handed over
+imports torch before it listens. The engine starts the NEXT submission's container while this one is graded
+(``DockerSandbox`` keeps a spare per job and GPU), so in a batch a submission rarely waits for that import.
+A spare is blank until it is bound to a submission: its folder (in the batch's scratch, next to the job)
+holds ``submission/`` (the submission is copied in, mounted read-only), ``runs/`` (mounted writable; each
+stage writes ``runs/<stage>``, renamed to the stage's out folder afterwards: a rename on one filesystem,
+never a copy that would follow the student's symlinks) and ``ctl/`` (the server's socket). Each stage is a fork of it, with the stage's stdout/stderr pipes handed over
 a unix socket in a folder mounted at ``/ctl``; the wall clock and the kill stay here, on the host. Between
 stages the server kills every other process of the container and empties ``/tmp`` and ``/scratch``; the
 container's memory limit is set to each stage's budget before the stage starts. No other submission ever
@@ -12,8 +17,10 @@ runs in it, and it is removed when the submission is done (or the grader is inte
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import random
+import shutil
 import socket
 import tempfile
 import threading
@@ -39,37 +46,55 @@ SESSION_ISOLATION = ("one container per submission; each stage a fork of its war
 
 
 class SubmissionContainer:
-    """The container of one submission: started at its first stage, removed by ``close``."""
+    """The container of one submission: started blank (``template`` gives the job, GPU and threads), bound to
+    a submission by ``bind``, removed by ``close``."""
 
-    def __init__(self, sandbox: DockerSandbox, request: SandboxRequest) -> None:
+    def __init__(self, sandbox: DockerSandbox, template: SandboxRequest) -> None:
         from grader.sandbox import docker as engine
 
-        self.sandbox, self.engine = sandbox, engine
-        self.submission_dir, self.gpu = request.submission_dir, request.gpu
-        self.runs_dir = request.out_dir.parent  # the submission's run folder: one out folder per stage
-        self.ctl = Path(tempfile.mkdtemp(prefix="seg-ctl-"))
+        self.sandbox, self.engine, self.job_dir, self.gpu = sandbox, engine, template.job_dir, template.gpu
+        self.folder = Path(tempfile.mkdtemp(prefix="container-", dir=template.job_dir.parent))
+        self.submission, self.runs, self.ctl = (self.folder / name for name in ("submission", "runs", "ctl"))
+        for folder in (self.submission, self.runs, self.ctl):
+            folder.mkdir()
+        self.folder.chmod(0o755)
+        self.runs.chmod(0o777)
         self.ctl.chmod(0o777)
+        self.bound_to: Path | None = None
         self.uid = sandbox.user or f"{random.SystemRandom().randint(100_000, 199_999)}"
         self.container_id, self.client, self.output = "", None, engine._HeadTail(4000)
         try:
-            self._start(request)
+            self._start(template)
         except BaseException:
             self.close()
             raise
 
+    def bind(self, request: SandboxRequest) -> None:
+        """Give this blank container its submission (a copy: the original stays the grader's)."""
+        if self.bound_to is not None:
+            raise InfrastructureError("a submission's container was offered to another submission")
+        shutil.copytree(request.submission_dir, self.submission, symlinks=True, dirs_exist_ok=True)
+        share_with_sandbox(dataclasses.replace(request, submission_dir=self.submission, out_dir=self.runs))
+        self.runs.chmod(0o777)
+        self.bound_to = request.submission_dir
+
     def run(self, request: SandboxRequest) -> SandboxRun:
-        if request.out_dir.parent != self.runs_dir or request.submission_dir != self.submission_dir:
+        if request.submission_dir != self.bound_to or request.job_dir != self.job_dir:
             raise InfrastructureError("a stage of another submission was sent to this submission's container")
-        share_with_sandbox(request)
+        inside = self.runs / request.stage
+        shutil.rmtree(inside, ignore_errors=True)
+        inside.mkdir()
+        inside.chmod(0o777)
         api = self.sandbox._client.api
         mb = request.memory_mb
         with self.engine._engine_errors(self.sandbox.image):
             api.update_container(self.container_id, mem_limit=f"{mb}m", memswap_limit=f"{mb}m")
-        payload = {"runner": runner_args("/job", f"/runs/{request.out_dir.name}", "/submission", request.stage),
+        payload = {"runner": runner_args("/job", f"/runs/{request.stage}", "/submission", request.stage),
                    "config": {"cwd": "/scratch", "env": self.sandbox._environment(request),
                               "isolation": self.engine.ISOLATION + "; " + SESSION_ISOLATION}}
         assert self.client is not None
         done = run_stage(self.client, payload, timeout_s=request.timeout_s, max_output_bytes=request.max_output_bytes)
+        _hand_over(inside, request.out_dir)
         # A stage killed by SIGKILL that the host did not kill: the cgroup's OOM killer (it takes the stage
         # first: oom_score_adj 1000). MemoryError and friends are the other sign.
         oom = not done.timed_out and (done.exit_code == -9 or any(s in done.stderr for s in OOM_SIGNS))
@@ -88,24 +113,21 @@ class SubmissionContainer:
             self.client.close()  # the server kills its stages and exits; the container ends
         if self.container_id:
             self.engine._remove(self.sandbox._client.api, self.container_id)
-        with contextlib.suppress(OSError):
-            for entry in self.ctl.iterdir():
-                entry.unlink()
-            self.ctl.rmdir()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     def _mounts(self, request: SandboxRequest) -> list[Mount]:
-        binds = [self.engine.BindMount(request.job_dir, "/job"),
-                 self.engine.BindMount(request.submission_dir, "/submission"),
-                 self.engine.BindMount(self.runs_dir, "/runs", False), self.engine.BindMount(self.ctl, "/ctl", False),
+        binds = [self.engine.BindMount(request.job_dir, "/job"), self.engine.BindMount(self.submission, "/submission"),
+                 self.engine.BindMount(self.runs, "/runs", False), self.engine.BindMount(self.ctl, "/ctl", False),
                  *self.sandbox.extra_mounts]
         return [Mount(target=b.target, source=str(Path(b.source).resolve()), type="bind", read_only=b.read_only)
                 for b in binds]
 
     def _start(self, request: SandboxRequest) -> None:
         sandbox, api = self.sandbox, self.sandbox._client.api
-        sandbox._check(request, extra_shown=(self.runs_dir, self.ctl))
+        request = dataclasses.replace(request, submission_dir=self.submission, out_dir=self.runs)
+        sandbox._check(request, extra_shown=(self.ctl,))
         share_with_sandbox(request)
-        self.runs_dir.chmod(0o777)
+        self.runs.chmod(0o777)
         argv = [sandbox.python, "-s", "-m", "grader.sandbox.forkserver", "--listen", f"/ctl/{SOCKET}",
                 "--clean", "/tmp", "--clean", "/scratch"]
         with self.engine._engine_errors(sandbox.image):
@@ -146,3 +168,13 @@ class SubmissionContainer:
             state = api.inspect_container(self.container_id)["State"]
         return (f"the submission's container ended (exit code {state.get('ExitCode')}, out of memory: "
                 f"{state.get('OOMKilled')}): {self.output.text()[0].strip()[-1500:] or 'no output'}")
+
+
+def _hand_over(inside: Path, out_dir: Path) -> None:
+    """The stage's outputs become its out folder by a rename (symlinks stay links; nothing is read)."""
+    shutil.rmtree(out_dir, ignore_errors=True)
+    try:
+        os.rename(inside, out_dir)
+    except OSError as exc:  # another filesystem: refuse rather than copy what a student may have linked
+        raise InfrastructureError(f"cannot move the stage's outputs {inside} to {out_dir}: {exc}; keep the "
+                                  "grader's scratch on one filesystem") from exc
