@@ -97,9 +97,7 @@ def _render(out: Path, *, released: bool = False, only_changed: bool = False) ->
 
 def cmd_grade(args: argparse.Namespace, rubric: Rubric) -> int:
     if args.gradescope:
-        from grader.gradescope import run_gradescope
-
-        from grader.gradescope import GRADESCOPE_ROOT
+        from grader.gradescope import GRADESCOPE_ROOT, run_gradescope
 
         return run_gradescope(rubric=rubric, sandbox=_make_sandbox(args), cache_dir=args.cache_dir,
                               root=args.gradescope_root or GRADESCOPE_ROOT)

@@ -197,7 +197,11 @@ def test_only_changed_skips_reports_whose_inputs_did_not_change(tmp_path: Path) 
     for student in (PASSING, INFRA):
         write_result(out / student, sample_result(student))
     assert len(render_all(out, only_changed=True)) == 3  # two reports and the summary
-    assert render_all(out, only_changed=True) == [out / "index.html"]  # nothing changed: summary only
+    summary_written = (out / "index.html").stat().st_mtime_ns
+    assert render_all(out, only_changed=True) == []  # nothing changed: nothing drawn, not even the summary
+    assert (out / "index.html").stat().st_mtime_ns == summary_written
     write_result(out / INFRA, replace(sample_result(INFRA), message="regraded"))
     assert render_all(out, only_changed=True) == [out / INFRA / "report.html", out / "index.html"]
     assert len(render_all(out, released=True, only_changed=True)) == 3  # the release flag changes every page
+    (out / "summary.json").write_text('{"students": []}')  # what grade_all writes: the summary is redrawn
+    assert render_all(out, released=True, only_changed=True) == [out / "index.html"]

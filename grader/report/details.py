@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-from grader.report import plots
 from grader.report.artifacts import OverfitArtifact, TrainEvalArtifact
 from grader.dataset import NUM_CLASSES, VOC_CLASSES
 
@@ -116,6 +115,8 @@ class OverfitView:
 
 
 def overfit_view(details: dict[str, Any], artifact: OverfitArtifact | None) -> OverfitView:
+    from grader.report import plots  # matplotlib, imported only when something is drawn
+
     losses = [_float(v) for v in details.get("losses") or []]
     bound = _float(details.get("loss_bound"))
     accuracy = details.get("pixel_accuracy") or {}
@@ -157,6 +158,8 @@ class TrainingView:
 
 
 def training_view(details: dict[str, Any], artifact: TrainEvalArtifact | None) -> TrainingView:
+    from grader.report import plots  # matplotlib, imported only when something is drawn
+
     names = [str(n) for n in details.get("class_names") or VOC_CLASSES]
     losses = [_float(v) for v in details.get("losses") or []]
     confusion = details.get("confusion")
@@ -182,6 +185,8 @@ def _iou_rows(per_class: dict[str, Any]) -> tuple[IoURow, ...]:
 
 
 def _extremes(artifact: TrainEvalArtifact | None, names: list[str]) -> tuple[str | None, str | None]:
+    from grader.report import plots  # matplotlib, imported only when something is drawn
+
     if artifact is None:
         return None, None
     miou = np.where(np.isfinite(artifact.per_image_miou), artifact.per_image_miou, -1.0)

@@ -78,14 +78,17 @@ def render_all(out_dir: Path, *, released: bool = False, only_changed: bool = Fa
     One broken folder (unreadable result.json, a report that fails to render) is listed on the
     summary with its reason and does not stop the others. Returns the pages written, summary last.
     ``only_changed`` skips a report whose inputs (result.json, artefacts, release flag) are unchanged
-    since it was rendered: a regrade of an unchanged class then redraws no figure but the summary's.
+    since it was rendered, and the summary when none of them nor summary.json changed: a regrade of an
+    unchanged class then draws nothing (the summary keeps the time it was generated at).
     """
     out_dir = Path(out_dir)
     written: list[Path] = []
     failures: list[Unreadable] = []
+    index_inputs = hashlib.sha256(f"released={released}".encode())
     for student_dir in student_dirs(out_dir):
         try:
             digest = _inputs_digest(student_dir, released) if (student_dir / "result.json").exists() else ""
+            index_inputs.update(f"{student_dir.name}\0{digest}\0".encode())
             if only_changed and digest and _up_to_date(student_dir, digest):
                 continue
             written.append(render_student_report(student_dir, released=released))
@@ -93,5 +96,11 @@ def render_all(out_dir: Path, *, released: bool = False, only_changed: bool = Fa
                 (student_dir / ".report.sha256").write_text(digest)
         except Exception as exc:  # noqa: BLE001 -- failure is data: one bad folder never stops the batch
             failures.append(Unreadable(student_dir.name, f"report not rendered: {type(exc).__name__}: {exc}"))
+    index_inputs.update((out_dir / "summary.json").read_bytes() if (out_dir / "summary.json").exists() else b"")
+    stamp, digest = out_dir / ".index.sha256", index_inputs.hexdigest()
+    if only_changed and not failures and (out_dir / "index.html").exists() and stamp.exists() \
+            and stamp.read_text() == digest:
+        return written  # nothing the summary shows changed: not even matplotlib is imported
     written.append(render_class_summary(out_dir, failures=tuple(failures)))
+    stamp.write_text(digest)
     return written

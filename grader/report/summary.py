@@ -11,7 +11,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote
 
-from grader.report import plots
 from grader.report.collect import Loaded, Unreadable, check_order, collect, miou_of
 from grader.report.details import fmt
 from grader.report.env import render_page
@@ -120,6 +119,8 @@ def _floor_bar(graded: list[SubmissionResult]) -> list[tuple[float, str, str]]:
 
 
 def _figures(graded: list[SubmissionResult], checks: tuple[CheckRow, ...]) -> dict[str, str | None]:
+    from grader.report import plots  # matplotlib, imported only when something is drawn
+
     if not graded:
         return {"score_png": None, "pass_png": None, "miou_png": None}
     top = max(r.max_score for r in graded)
