@@ -1,8 +1,8 @@
 """Resume cost: regrading an unchanged batch vs grading it fresh (goal: <= 0.02 of the fresh time).
 
 Usage: python bench/regrade.py [--n 8] [--jobs 2] [--tiny]
-Measures the ``grader grade`` command as a TA runs it (interpreter start, imports, grading, every report
-re-rendered) fresh and then unchanged, and the unchanged regrade of ``grade_all`` alone (this process).
+Measures the ``grader grade`` command as a TA runs it (interpreter start, imports, grading, the reports whose
+inputs changed) fresh and then unchanged, and the unchanged regrade of ``grade_all`` alone (this process).
 """
 from __future__ import annotations
 
