@@ -84,7 +84,12 @@ class ForkServerClient:
         self._send({"op": "kill", "id": stage.ident})
 
     def close(self) -> None:
-        """The server kills every stage and exits when its connection closes."""
+        """The server kills every stage and exits when its connection closes. shutdown() first: a close()
+        alone neither wakes the listener blocked in recv() nor tells the server."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:  # already gone
+            pass
         self.sock.close()
 
     def _send(self, message: dict) -> None:
