@@ -83,6 +83,15 @@ def test_a_stage_that_leaves_its_process_group_is_still_killed(tmp_path: Path) -
     assert subprocess.run(["pgrep", "-f", program], capture_output=True).stdout == b""
 
 
+def test_close_stops_the_fork_server_at_once(tmp_path: Path) -> None:
+    sandbox = LocalSandbox()
+    assert sandbox.run_argv(["/bin/true"], _request(tmp_path)).exit_code == 0
+    [server] = sandbox._servers.values()
+    started = time.monotonic()
+    sandbox.close()
+    assert "ended (exit code 0)" in server.dead and time.monotonic() - started < 5
+
+
 def test_a_sandbox_that_cannot_start_is_an_infrastructure_error(tmp_path: Path) -> None:
     with pytest.raises(InfrastructureError, match=r"fork server \(/bin/false\) ended"):
         LocalSandbox(python="/bin/false").run_argv(["/bin/true"], _request(tmp_path))
