@@ -41,6 +41,9 @@ __all__ = ["SubmissionContainer", "SESSION_ISOLATION"]
 
 START_TIMEOUT_S = 180.0  # container start + the server's torch import, before any stage clock runs
 SOCKET = "server.sock"
+# A blank container imports torch with the smallest CPU share, so that it never slows the stages running
+# beside it (on a small machine it competes for the same cores); bound to a submission, it gets the default.
+SPARE_CPU_SHARES, FULL_CPU_SHARES = 2, 1024
 SESSION_ISOLATION = ("one container per submission; each stage a fork of its warm server, every other process "
                      "of the container killed and /tmp, /scratch emptied between stages")
 
@@ -76,6 +79,8 @@ class SubmissionContainer:
         shutil.copytree(request.submission_dir, self.submission, symlinks=True, dirs_exist_ok=True)
         share_with_sandbox(dataclasses.replace(request, submission_dir=self.submission, out_dir=self.runs))
         self.runs.chmod(0o777)
+        with self.engine._engine_errors(self.sandbox.image):  # from a spare's idle share to a full one
+            self.sandbox._client.api.update_container(self.container_id, cpu_shares=FULL_CPU_SHARES)
         self.bound_to = request.submission_dir
 
     def run(self, request: SandboxRequest) -> SandboxRun:
@@ -132,6 +137,7 @@ class SubmissionContainer:
                 "--clean", "/tmp", "--clean", "/scratch"]
         with self.engine._engine_errors(sandbox.image):
             kwargs = sandbox._create_kwargs(argv, request, self.uid, mounts=self._mounts(request), stage="submission")
+            kwargs["host_config"]["CpuShares"] = SPARE_CPU_SHARES
             self.container_id = api.create_container(**kwargs)["Id"]
             with self.engine._LIVE_LOCK:
                 self.engine._LIVE[self.container_id] = api
