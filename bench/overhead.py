@@ -1,6 +1,7 @@
 """What the sandbox costs: grading the reference end to end (local sandbox: a confined fork of the warm fork
-server per stage) vs running the same stages on the reference directly in this process, with the same job,
-threads and seeds, judged the same way (goal: end to end <= 1.10x direct).
+server per stage; docker: the submission's container) vs running the same stages on the reference directly in
+one Python process, with the same job, threads and seeds, judged the same way (goal: end to end <= 1.10x direct
+with the local sandbox, <= 1.15x with Docker).
 
 Usage: python bench/overhead.py [--rubric rubric.yaml] [--rounds 3] [--sandbox local|docker]
 Both sides share what is built once per batch, not per submission: the job folder, the expected outputs

@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (grade, check, selftest):
         p.add_argument("--rubric", type=Path, default=DEFAULT_RUBRIC, help="rubric YAML (default: %(default)s)")
         p.add_argument("--sandbox", choices=("local", "docker"), default="local",
-                       help="local: a confined child process (default); docker: a hardened container")
+                       help="local: confined forks of a warm fork server (default); docker: a hardened container per submission")
         p.add_argument("--image", default=None, help="docker image (default: the grading image)")
         p.add_argument("-j", "--jobs", type=int, default=1, help="submissions graded at once (CPU)")
         p.add_argument("--gpus", default="", help="GPU indices, e.g. 0,1: one job per GPU")

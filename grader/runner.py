@@ -1,6 +1,8 @@
 """Runs INSIDE the sandbox: import the student's ``segmentation.py``, call it, write raw outputs.
 
-Usage (by the sandbox engines only): ``python -m grader.runner --job J --out O --submission S --stage X``.
+Usage (by the sandbox engines only): ``main(["--job", J, "--out", O, "--submission", S, "--stage", X])`` in a
+confined fork of the fork server (``grader.sandbox.forkserver``), or ``python -m grader.runner ...`` in a
+container of its own (``DockerSandbox(per_submission=False)``).
 
 Everything this process writes is untrusted by construction (student code shares the process), so it
 writes raw data only — arrays as ``.npy`` and plain JSON — and never a score. The host judges.
