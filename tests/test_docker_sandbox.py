@@ -271,6 +271,24 @@ subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_n
 
 
 @pytest.mark.docker
+def test_a_stage_killed_at_its_timeout_leaves_the_submissions_container_serving(
+        box: DockerSandbox, tmp_path: Path) -> None:
+    first = _request(tmp_path, stage="import", timeout_s=3.0)
+    (first.job_dir / "job.json").write_text(json.dumps({"threads": 1, "device": "cpu", "stages": {}}))
+    (first.submission_dir / "segmentation.py").write_text(  # loops in the import stage only
+        "import os, time\nwhile os.path.isdir('/runs/import'):\n    time.sleep(0.1)\n")
+    try:
+        looped = box.run(first)
+        again = box.run(dataclasses.replace(first, stage="model", out_dir=tmp_path / "model"))
+    finally:
+        box.end_submission(first.submission_dir)
+    assert looped.timed_out and looped.exit_code is None and looped.duration_s < 3.0 + 2
+    # 4: the runner's "stage error" (this job has no model spec): the same container ran the next stage
+    assert not again.timed_out and again.exit_code == 4, again.stderr
+    assert again.engine_info["container_id"] == looped.engine_info["container_id"]
+
+
+@pytest.mark.docker
 def test_stages_of_a_submission_share_its_container_but_nothing_outlives_a_stage(
         box: DockerSandbox, client: docker.DockerClient, tmp_path: Path) -> None:
     """Each stage leaves a file in /tmp and a daemon in a session of its own: the next stage sees neither."""

@@ -88,7 +88,7 @@ class Server:
 
     def _handle(self, request: dict, fds: list[int]) -> None:
         if request["op"] == "kill":
-            for pid, ident in self.children.items():
+            for pid, ident in list(self.children.items()):  # a sweep reaps (and forgets) children
                 if ident == request["id"] and self.container:
                     _signal_group(pid, signal.SIGKILL)
                     self._sweep()
