@@ -22,11 +22,14 @@ checks:
 QUICK_SCORES = {"ref_a": 20.0, "ref_b": 20.0, "tpl_a": 0.0, "tpl_b": 0.0}  # reference full marks, template zero
 
 
-def write_quick_class(root: Path) -> Path:
-    """One folder per student of QUICK_SCORES; a comment makes each copy's content hash its own."""
+def write_quick_class(root: Path, *, import_delay_s: float = 0.0) -> Path:
+    """One folder per student of QUICK_SCORES; a comment makes each copy's content hash its own.
+    ``import_delay_s``: each import of a submission sleeps that long (a batch that lasts long enough to be
+    interrupted mid-way; the scores stay the same)."""
     bases = {"ref": REPO / "reference" / "segmentation.py", "tpl": REPO / "student_template" / "segmentation.py"}
+    delay = f"\nimport time as _time\n_time.sleep({import_delay_s})\n" if import_delay_s else ""
     for student in QUICK_SCORES:
         folder = root / student
         folder.mkdir(parents=True)
-        (folder / "segmentation.py").write_text(bases[student[:3]].read_text() + f"\n# {student}\n")
+        (folder / "segmentation.py").write_text(bases[student[:3]].read_text() + delay + f"\n# {student}\n")
     return root

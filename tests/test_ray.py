@@ -35,7 +35,8 @@ def quick() -> Rubric:
 
 @pytest.fixture(scope="module")
 def quick_class(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_quick_class(tmp_path_factory.mktemp("quick-class"))
+    # 1.5 s per import, two imports per submission: the node-loss test kills a node while tasks still run
+    return write_quick_class(tmp_path_factory.mktemp("quick-class"), import_delay_s=1.5)
 
 
 @pytest.fixture(scope="module")
