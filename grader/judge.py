@@ -17,7 +17,7 @@ from grader.jobs import JobPlan
 from grader.outputs import OutputError, StageOutputs
 from grader.results import CheckResult
 from grader.rubric import CheckSpec, StageBudget
-from grader.sandbox.base import OOM_SIGNS, SandboxRun
+from grader.sandbox.base import SandboxRun, says_out_of_memory
 
 __all__ = ["StageResult", "Judged", "JudgeContext", "judge_check", "skipped", "HINTS"]
 
@@ -80,7 +80,7 @@ def stage_problem(spec: CheckSpec, stage: StageResult) -> CheckResult | None:
     if stage.problem:
         return _result(spec, "error", 0.0, f"The {stage.stage} stage's output could not be read: {stage.problem}.")
     err = stage.outputs.record("stage_error")
-    if err and any(sign in str(err.get("error")) for sign in OOM_SIGNS):
+    if err and says_out_of_memory(str(err.get("error"))):
         return _result(spec, "error", 0.0, f"Out of memory: your code tried to allocate more than the "
                        f"{stage.stage} stage's {stage.budget.memory_mb} MB limit ({_oneline(err.get('error'))}).",
                        traceback=_trim(str(err.get("traceback", ""))))

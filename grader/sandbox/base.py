@@ -12,10 +12,15 @@ from pathlib import Path
 from typing import Protocol
 
 __all__ = ["SandboxRequest", "SandboxRun", "Sandbox", "InfrastructureError", "runner_args", "runner_argv", "OOM_SIGNS",
-           "share_with_sandbox", "DEVICE_LINE", "runner_device"]
+           "says_out_of_memory", "share_with_sandbox", "DEVICE_LINE", "runner_device"]
 
 # What an allocation failure says in Python / PyTorch (an rlimit makes allocations fail instead of killing).
 OOM_SIGNS = ("can't allocate memory", "MemoryError", "Cannot allocate memory", "out of memory")
+
+
+def says_out_of_memory(text: str) -> bool:
+    """Whether ``text`` (a stage's stderr, an error message) shows an allocation failure."""
+    return any(sign in text for sign in OOM_SIGNS)
 
 
 DEVICE_LINE = "[runner] device: "  # the runner's stderr line, written before any student code runs

@@ -23,7 +23,7 @@ import resource
 import signal
 from pathlib import Path
 
-__all__ = ["MARKER", "confine", "set_parent_death_signal"]
+__all__ = ["MARKER", "confine", "prctl", "set_parent_death_signal"]
 
 MARKER = "[sandbox] isolation: "
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x10000000, 0x20000000, 0x40000000
@@ -111,8 +111,12 @@ def _drop_privileges() -> None:
     os.setuid(NOBODY)
 
 
+def prctl(option: int, value: int) -> None:
+    _libc.prctl(option, value, 0, 0, 0)
+
+
 def set_parent_death_signal(sig: int) -> None:
-    _libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    prctl(PR_SET_PDEATHSIG, sig)
 
 
 def _become_pid1_parent() -> None:
@@ -148,7 +152,7 @@ def confine(cfg: dict) -> None:
         _drop_privileges()
         notes.append("ran as nobody")
     set_parent_death_signal(signal.SIGKILL)  # again: changing the uid cleared it
-    _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
     memory = "of private data (GPU stage)" if cfg.get("gpu") else "address space"
     notes.append(f"rlimits: {cfg['memory_mb']} MB {memory}, {cfg['max_processes']} processes")
     os.write(2, (MARKER + "; ".join(notes) + "\n").encode())

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from docker.types import Mount
 
-from grader.sandbox.base import OOM_SIGNS, InfrastructureError, SandboxRequest, SandboxRun, runner_args, \
+from grader.sandbox.base import InfrastructureError, SandboxRequest, SandboxRun, runner_args, says_out_of_memory, \
     share_with_sandbox
 from grader.sandbox.forkclient import ForkServerClient, run_stage
 
@@ -102,7 +102,7 @@ class SubmissionContainer:
         _hand_over(inside, request.out_dir)
         # A stage killed by SIGKILL that the host did not kill: the cgroup's OOM killer (it takes the stage
         # first: oom_score_adj 1000). MemoryError and friends are the other sign.
-        oom = not done.timed_out and (done.exit_code == -9 or any(s in done.stderr for s in OOM_SIGNS))
+        oom = not done.timed_out and (done.exit_code == -9 or says_out_of_memory(done.stderr))
         info = {"engine": "docker", "image": self.sandbox.image, "container_id": self.container_id[:12],
                 "user": self.uid, "per_submission": True}
         return SandboxRun(exit_code=done.exit_code, timed_out=done.timed_out, out_of_memory=oom,

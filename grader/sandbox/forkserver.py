@@ -41,7 +41,7 @@ import sys
 import time
 import traceback
 
-from grader.sandbox.confine import MARKER, confine, set_parent_death_signal
+from grader.sandbox.confine import MARKER, confine, prctl, set_parent_death_signal
 
 __all__ = ["main", "PRELOAD"]
 
@@ -182,7 +182,7 @@ class Server:
             os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # wakeup pipe, anything torch opened, the fds passed
             config = request["config"]
             if self.container:  # the container is the confinement; the OOM killer takes the stage first
-                _libc_prctl(PR_SET_DUMPABLE, 1)
+                prctl(PR_SET_DUMPABLE, 1)
                 with open("/proc/self/oom_score_adj", "w") as adj:
                     adj.write("1000")
                 os.write(2, (MARKER + config["isolation"] + "\n").encode())
@@ -232,12 +232,6 @@ def _preload() -> None:
             pass
 
 
-def _libc_prctl(option: int, value: int) -> None:
-    import ctypes
-
-    ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
-
-
 def _signal_group(pid: int, sig: int) -> None:
     try:
         os.killpg(pid, sig)
@@ -259,7 +253,7 @@ def main() -> None:
             sys.exit(1)
         Server(socket.socket(fileno=args.fd)).serve()
         os._exit(0)  # no interpreter teardown (torch's takes a second): every stage is already dead
-    _libc_prctl(PR_SET_DUMPABLE, 0)  # the stages run as our uid: they must not ptrace the server
+    prctl(PR_SET_DUMPABLE, 0)  # the stages run as our uid: they must not ptrace the server
     _preload()  # before listening: the grader's stage clocks start once the socket is there
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(args.listen + ".tmp")

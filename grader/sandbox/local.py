@@ -18,8 +18,8 @@ import threading
 from concurrent.futures import Future
 from pathlib import Path
 
-from grader.sandbox.base import (OOM_SIGNS, InfrastructureError, SandboxRequest, SandboxRun, runner_args,
-                                 share_with_sandbox)
+from grader.sandbox.base import (InfrastructureError, SandboxRequest, SandboxRun, runner_args,
+                                 says_out_of_memory, share_with_sandbox)
 from grader.sandbox.forkclient import ForkServerClient, run_stage
 
 __all__ = ["LocalSandbox"]
@@ -28,11 +28,7 @@ __all__ = ["LocalSandbox"]
 def _start_server(python: str, threads: int) -> ForkServerClient:
     """A fork server as this process's child, connected by a socketpair."""
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    threads_s = str(threads)
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-           "PYTHONHASHSEED": "0", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg",
-           "OMP_NUM_THREADS": threads_s, "MKL_NUM_THREADS": threads_s, "OPENBLAS_NUM_THREADS": threads_s,
-           **_machine_quirks()}
+    env = {**_base_env(threads), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     log = tempfile.TemporaryFile()  # the server's own stderr, quoted if it dies
     argv = [python, "-s", "-m", "grader.sandbox.forkserver", "--fd", str(theirs.fileno()),
             "--parent-pid", str(os.getpid())]
@@ -133,19 +129,24 @@ class LocalSandbox:
                 "max_file_mb": request.max_file_mb}
 
     def _env(self, request: SandboxRequest, scratch: str) -> dict[str, str]:
-        threads = str(request.threads)
-        return {"PATH": "/usr/bin:/bin", "HOME": scratch, "TMPDIR": scratch, "LANG": "C.UTF-8",
-                "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": threads,
-                "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MPLBACKEND": "Agg",
-                "CUDA_VISIBLE_DEVICES": request.gpu if request.gpu is not None else "", **_machine_quirks()}
+        return {**_base_env(request.threads), "HOME": scratch, "TMPDIR": scratch,
+                "CUDA_VISIBLE_DEVICES": request.gpu if request.gpu is not None else ""}
 
     def _spawn(self, payload: dict, request: SandboxRequest) -> SandboxRun:
         done = run_stage(self._server(request.threads), payload, timeout_s=request.timeout_s,
                          max_output_bytes=request.max_output_bytes)
         return SandboxRun(exit_code=done.exit_code, timed_out=done.timed_out,
-                          out_of_memory=not done.timed_out and any(s in done.stderr for s in OOM_SIGNS),
+                          out_of_memory=not done.timed_out and says_out_of_memory(done.stderr),
                           duration_s=done.duration_s, stdout=done.stdout, stderr=done.stderr,
                           output_truncated=done.truncated, isolation=done.isolation)
+
+
+def _base_env(threads: int) -> dict[str, str]:
+    """What the fork server and every stage run with: fixed threads and hashing, nothing of the grader's."""
+    n = str(threads)
+    return {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0",
+            "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "MPLBACKEND": "Agg",
+            **_machine_quirks()}
 
 
 def _machine_quirks() -> dict[str, str]:
