@@ -21,6 +21,7 @@ import docker
 import pytest
 
 from grader.sandbox import image
+from grader.sandbox.docker_session import mentioned_optional
 from grader.sandbox.base import InfrastructureError, SandboxRequest, SandboxRun
 from grader.sandbox.docker import (
     LABEL,
@@ -303,6 +304,35 @@ def test_stages_of_a_submission_share_its_container_but_nothing_outlives_a_stage
     assert runs[0].engine_info["container_id"] == runs[1].engine_info["container_id"]
     for run in runs:
         assert "left-by-" not in run.stdout and "other processes: []" in run.stdout, run.stdout + run.stderr
+
+
+@pytest.mark.docker
+def test_torchvision_is_imported_by_the_container_only_for_a_submission_that_names_it(
+        box: DockerSandbox, tmp_path: Path) -> None:
+    """The runner and most submissions do not need torchvision; importing it in every submission's container
+    cost as much CPU as torch. A submission that names it gets it imported once, before its first stage."""
+    seen = {}
+    for name, text in (("plain", ""), ("vision", "# uses torchvision for nothing\n")):
+        request = _request(tmp_path / name, stage="import")
+        (request.job_dir / "job.json").write_text(json.dumps({"threads": 1, "device": "cpu", "stages": {}}))
+        (request.submission_dir / "segmentation.py").write_text(  # the name in two pieces: the scan finds it
+            text + "import sys\nprint('preloaded:', 'torch' 'vision' in sys.modules, 'torch' in sys.modules)\n")
+        try:
+            run = box.run(request)
+        finally:
+            box.end_submission(request.submission_dir)
+        seen[name] = run.stdout.strip()
+    assert seen == {"plain": "preloaded: False True", "vision": "preloaded: True True"}, seen
+
+
+def test_optional_packages_are_found_in_source_text_but_not_through_symlinks(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text("import torch\n")
+    (tmp_path / "notes.txt").write_text("import torchvision\n")  # not source
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "link.py").symlink_to(tmp_path / "notes.txt")  # source by name, but a link
+    assert mentioned_optional(tmp_path) == ()
+    (tmp_path / "pkg" / "nb.ipynb").write_text('{"cells": [{"source": ["from torchvision import models"]}]}')
+    assert mentioned_optional(tmp_path) == ("torchvision",)
 
 
 @pytest.mark.docker

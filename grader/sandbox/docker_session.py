@@ -33,11 +33,12 @@ from docker.types import Mount
 from grader.sandbox.base import InfrastructureError, SandboxRequest, SandboxRun, runner_args, says_out_of_memory, \
     share_with_sandbox
 from grader.sandbox.forkclient import ForkServerClient, run_stage
+from grader.sandbox.forkserver import OPTIONAL
 
 if TYPE_CHECKING:
     from grader.sandbox.docker import DockerSandbox
 
-__all__ = ["SubmissionContainer", "SESSION_ISOLATION"]
+__all__ = ["SubmissionContainer", "SESSION_ISOLATION", "mentioned_optional"]
 
 START_TIMEOUT_S = 180.0  # container start + the server's torch import, before any stage clock runs
 SOCKET = "server.sock"
@@ -81,6 +82,9 @@ class SubmissionContainer:
         self.runs.chmod(0o777)
         with self.engine._engine_errors(self.sandbox.image):  # from a spare's idle share to a full one
             self.sandbox._client.api.update_container(self.container_id, cpu_shares=FULL_CPU_SHARES)
+        wanted = mentioned_optional(self.submission)
+        if wanted and self.client is not None:  # imported once here, not by every stage of this submission
+            self.client.preload(wanted)
         self.bound_to = request.submission_dir
 
     def run(self, request: SandboxRequest) -> SandboxRun:
@@ -174,6 +178,15 @@ class SubmissionContainer:
             state = api.inspect_container(self.container_id)["State"]
         return (f"the submission's container ended (exit code {state.get('ExitCode')}, out of memory: "
                 f"{state.get('OOMKilled')}): {self.output.text()[0].strip()[-1500:] or 'no output'}")
+
+
+def mentioned_optional(folder: Path) -> tuple[str, ...]:
+    """Those of the fork server's OPTIONAL packages that the submission's source names (its text is read as
+    data; symlinks are not followed). A miss costs time, never a grade: the stage imports it itself."""
+    sources = [Path(root) / name for root, _, names in os.walk(folder) for name in names
+               if name.endswith((".py", ".ipynb")) and not (Path(root) / name).is_symlink()]
+    text = b"".join(path.read_bytes() for path in sources)
+    return tuple(name for name in OPTIONAL if name.encode() in text)
 
 
 def _hand_over(inside: Path, out_dir: Path) -> None:

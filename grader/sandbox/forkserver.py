@@ -18,7 +18,8 @@ and never runs a parallel torch op (an OpenMP pool does not survive fork). The c
 descriptor except the stage's stdout/stderr pipes, so it cannot talk to the server.
 
 Protocol on the SOCK_SEQPACKET socket (one JSON message each way per event):
-  host -> server  {"op": "preload"}: import torch now (else before the first runner stage);
+  host -> server  {"op": "preload", "optional": [...]}: import PRELOAD now (else before the first runner
+                  stage), and those of OPTIONAL named;
                   {"op": "run", "id": I, "config": CONFINE_CONFIG, "argv": [...] | "runner": [...]}
                   with the stage's stdout and stderr pipe ends passed as descriptors;
                   {"op": "kill", "id": I}
@@ -40,15 +41,19 @@ import socket
 import sys
 import time
 import traceback
+from typing import Iterable
 
 from grader.sandbox.confine import MARKER, confine, prctl, set_parent_death_signal
 
-__all__ = ["main", "PRELOAD"]
+__all__ = ["main", "PRELOAD", "OPTIONAL"]
 
 # Imported once by the server, so no stage pays for them: what the runner, its dataset loader and most
 # submissions use. Trusted code only (importing grader.dataset reads no data).
-PRELOAD = ("numpy", "torch", "torch.nn", "torch.nn.functional", "torch.optim", "torchvision", "grader.runner",
-           "grader.dataset")
+PRELOAD = ("numpy", "torch", "torch.nn", "torch.nn.functional", "torch.optim", "grader.runner", "grader.dataset")
+# Imported only when the host asks: neither the runner nor the reference needs it, and it costs as much CPU as
+# torch (~1.2 s on a small machine). The local engine's server (one per batch) asks for it; a submission's
+# container only when the submission mentions it, so the others do not pay it once per submission.
+OPTIONAL = ("torchvision",)
 KILL_GRACE_S = 2.0  # after SIGTERM to a stage's relay, SIGKILL its process group
 
 
@@ -97,9 +102,10 @@ class Server:
                     self.kill_after[pid] = time.monotonic() + KILL_GRACE_S
             return
         if (request["op"] == "preload" or "runner" in request) and not self.preloaded:
-            _preload()
+            _preload(PRELOAD)
             self.preloaded = True
         if request["op"] == "preload":
+            _preload(name for name in request.get("optional", ()) if name in OPTIONAL)  # never a name from elsewhere
             return
         try:
             pid = os.fork()
@@ -224,12 +230,13 @@ def _run_runner(argv: list[str]) -> int:
         return 1
 
 
-def _preload() -> None:
-    for name in PRELOAD:
+def _preload(names: Iterable[str]) -> None:
+    for name in names:
         try:
             importlib.import_module(name)
-        except ImportError:  # torchvision is optional
-            pass
+        except ImportError:  # the image may lack an optional package: a stage that wants it says so
+            if name not in OPTIONAL:
+                raise
 
 
 def _signal_group(pid: int, sig: int) -> None:
@@ -254,7 +261,7 @@ def main() -> None:
         Server(socket.socket(fileno=args.fd)).serve()
         os._exit(0)  # no interpreter teardown (torch's takes a second): every stage is already dead
     prctl(PR_SET_DUMPABLE, 0)  # the stages run as our uid: they must not ptrace the server
-    _preload()  # before listening: the grader's stage clocks start once the socket is there
+    _preload(PRELOAD)  # before listening: the grader's stage clocks start once the socket is there
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(args.listen + ".tmp")
     os.chmod(args.listen + ".tmp", 0o666)
