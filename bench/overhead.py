@@ -30,7 +30,7 @@ from common import REPO, Clock, machine  # noqa: I001 (bench/ on sys.path)
 
 import torch
 
-from grader.batch import prepare_batch
+from grader.grading import prepare_batch
 from grader.expected import reference_module
 from grader.intake import prepare_submission
 from grader.judge import StageResult, judge_check

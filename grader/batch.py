@@ -1,34 +1,26 @@
-"""Grading many submissions: intake, the shared job, a worker pool, resume by content hash, summary.
+"""Grading many submissions: intake, resume by content hash, the summary; the grading itself is
+``grader.grading`` (the shared job, the worker pool), imported only when something needs grading.
 
 Student failures are results; only an infrastructure fault (the sandbox engine itself failing after
-retries) is recorded as ``infrastructure_error`` — never a zero — and regraded on the next run.
+retries) is recorded as ``infrastructure_error`` — never a zero — and regraded on the next run. An unchanged
+regrade reads result.json files and hashes submissions: this module imports neither numpy nor the judge.
 """
 from __future__ import annotations
 
-import importlib.metadata
-import platform
-import queue
 import shutil
 import tempfile
-import threading
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 from grader import __version__
 from grader.intake import Rejected, Submission, discover
-from grader.judge import JudgeContext
-from grader.pipeline import Batch, grade_submission, rejected_result, write_artifacts
-from grader.prepare import prepare_job
 from grader.results import SubmissionResult, read_result, write_json_atomic, write_result
 from grader.rubric import Rubric
-from grader.sandbox.base import InfrastructureError, Sandbox
+from grader.sandbox.base import Sandbox
 from grader.scoring import score_submission
-from grader.shapes import default_cache_dir
 
-__all__ = ["GradeOptions", "grade_all", "prepare_batch", "record_result",
-           "infrastructure_result"]
+__all__ = ["GradeOptions", "grade_all", "infrastructure_result"]
 
 
 @dataclass(frozen=True)
@@ -66,64 +58,19 @@ def infrastructure_result(rubric: Rubric, sub: Submission, exc: Exception) -> Su
                             provenance={"grader_version": __version__, "submission_hash": sub.content_hash})
 
 
-def _torch_version() -> str:
-    """The installed torch's version, read from its metadata: this process never imports torch."""
-    try:
-        return importlib.metadata.version("torch")
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _reference_dir() -> Path:
-    """reference/ (found without importing it: importing the reference would import torch)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("reference")
-    if spec is None or not spec.submodule_search_locations:
-        raise InfrastructureError("the reference solution (package `reference`) is not installed")
-    return Path(next(iter(spec.submodule_search_locations))).resolve()
-
-
-def _provenance(rubric: Rubric, dataset_hash: str, device: str) -> dict:
-    return {"grader_version": __version__, "torch_version": _torch_version(),
-            "python_version": platform.python_version(), "device": device, "dataset_hash": dataset_hash,
-            "seeds": {c.id: c.seed for c in rubric.checks}, "threads": rubric.threads}
-
-
-def prepare_batch(rubric: Rubric, *, sandbox: Sandbox, scratch: Path, cache_dir: Path, device: str = "cpu",
-                  hidden: tuple[Path, ...] = ()) -> Batch:
-    """What every submission of a batch shares: the job folder, expected outputs, provenance (built once, by
-    a trusted subprocess: see ``grader.prepare``). Hidden from the sandbox: reference/, the dataset cache
-    (labels) and the host-only folder (expected outputs, evaluation labels)."""
-    sandbox.warm_up(rubric.threads)  # in the background, while the job is prepared
-    prepared = prepare_job(rubric, job_dir=scratch / "job", host_dir=scratch / "host", cache_dir=cache_dir,
-                           device=device)
-    ctx = JudgeContext(plan=prepared.plan, expected=prepared.expected, num_classes=rubric.num_classes)
-    hidden_paths = (_reference_dir(), cache_dir, prepared.host_dir, *hidden)
-    return Batch(rubric=rubric, ctx=ctx, sandbox=sandbox, hidden_paths=hidden_paths, scratch=scratch,
-                 device=device, provenance=_provenance(rubric, prepared.plan.dataset_hash, device))
-
-
-def record_result(student_dir: Path, result: SubmissionResult, artifacts: dict) -> None:
-    """Artefacts first, result.json last and atomically: a result on disk is always a finished one."""
-    if artifacts:
-        write_artifacts(student_dir, artifacts)
-    write_result(student_dir, result)
-
-
 def grade_all(paths: Sequence[Path], *, rubric: Rubric, sandbox: Sandbox, options: GradeOptions) -> list[SubmissionResult]:
     out = options.out_dir.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    cache = (options.cache_dir or default_cache_dir()).resolve()
     scratch = Path(tempfile.mkdtemp(prefix="seg-grader-"))
     try:
         entries = discover([Path(p) for p in paths], workdir=scratch / "intake")
         if options.on_total:
             options.on_total(len(entries))
         results, todo = _settled(entries, rubric, out, options)
-        if todo:  # the job folder is built only when something needs grading: an unchanged regrade is cheap
-            results += _grade_fresh(todo, rubric=rubric, sandbox=sandbox, options=options, cache=cache,
-                                    scratch=scratch)
+        if todo:  # the job, the sandbox and numpy only when something needs grading: an unchanged regrade
+            from grader.grading import grade_fresh  # is the interpreter's start and little else
+
+            results += grade_fresh(todo, rubric=rubric, sandbox=sandbox, options=options, scratch=scratch)
     finally:
         sandbox.close()  # spare containers, fork servers: the batch is over
         shutil.rmtree(scratch, ignore_errors=True)
@@ -138,6 +85,8 @@ def _settled(entries: list, rubric: Rubric, out: Path,
     done, todo = [], []
     for entry in entries:
         if isinstance(entry, Rejected):
+            from grader.pipeline import rejected_result  # numpy and the judge: rare, and only then
+
             result = rejected_result(rubric, entry)
             write_result(out / entry.student, result)
         elif options.regrade or not (result := _cached(out / entry.student, entry, rubric)):
@@ -147,63 +96,6 @@ def _settled(entries: list, rubric: Rubric, out: Path,
         if options.progress:
             options.progress(entry.student, result)
     return done, todo
-
-
-def _grade_fresh(todo: list[Submission], *, rubric: Rubric, sandbox: Sandbox, options: GradeOptions, cache: Path,
-                 scratch: Path) -> list[SubmissionResult]:
-    if options.engine == "ray":
-        from grader.distributed import grade_on_ray  # optional extra: imported only when asked for
-
-        return grade_on_ray(todo, rubric=rubric, sandbox=sandbox, options=options)
-    device = "cuda" if options.gpus else "cpu"
-    batch = prepare_batch(rubric, sandbox=sandbox, scratch=scratch, cache_dir=cache, device=device,
-                          hidden=(options.out_dir.resolve(),))
-    return _grade_entries(batch, todo, options.out_dir.resolve(), options)
-
-
-def _grade_entries(batch: Batch, entries: list[Submission], out: Path,
-                   options: GradeOptions) -> list[SubmissionResult]:
-    gpus: queue.Queue = queue.Queue()
-    for g in options.gpus or (None,) * options.jobs:
-        gpus.put(g)
-    lock, aborted = threading.Lock(), threading.Event()
-
-    def one(entry: Submission) -> SubmissionResult:
-        gpu, artifacts = gpus.get(), {}
-        if options.on_begin:
-            options.on_begin(entry.student)
-        try:
-            result, artifacts = grade_submission(_with_gpu(batch, gpu), entry)
-        except InfrastructureError as exc:
-            result = infrastructure_result(batch.rubric, entry, exc)
-        finally:
-            gpus.put(gpu)
-        if aborted.is_set():  # its sandbox was killed by the abort: not the student's result, write nothing
-            raise InterruptedError(entry.student)
-        record_result(out / entry.student, result, artifacts)
-        if options.progress:
-            with lock:
-                options.progress(entry.student, result)
-        return result
-
-    workers = len(options.gpus) or options.jobs
-    pool = ThreadPoolExecutor(max_workers=max(1, workers))
-    futures = [pool.submit(one, e) for e in entries]
-    try:
-        results = [f.result() for f in as_completed(futures)]
-    except BaseException:  # Ctrl-C: kill what runs, write nothing for the jobs it interrupted
-        aborted.set()
-        pool.shutdown(wait=False, cancel_futures=True)
-        batch.sandbox.abort()
-        raise
-    pool.shutdown()
-    return results
-
-
-def _with_gpu(batch: Batch, gpu: str | None) -> Batch:
-    from dataclasses import replace
-
-    return replace(batch, gpu=gpu)
 
 
 def _summary(rubric: Rubric, results: list[SubmissionResult]) -> dict:

@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from grader import __version__
-from grader.batch import GradeOptions, infrastructure_result, prepare_batch, record_result
+from grader.batch import GradeOptions, infrastructure_result
+from grader.grading import prepare_batch, record_result
 from grader.intake import Submission, hash_folder
 from grader.pipeline import Batch, grade_submission
 from grader.results import SubmissionResult

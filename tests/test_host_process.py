@@ -76,8 +76,37 @@ def test_grading_a_class_never_imports_torch_in_the_grader_process(tmp_path: Pat
     assert seen["torch_version"] == importlib.metadata.version("torch")  # read without importing torch
 
 
+_REGRADE_AND_SAY = """\
+import json, sys
+from grader.cli import main
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "heavy": sorted(m for m in sys.modules
+                                                if m.split(".")[0] in ("numpy", "jinja2", "matplotlib", "torch"))}))
+"""
+
+
+def test_an_unchanged_regrade_imports_neither_numpy_nor_jinja2(tmp_path: Path) -> None:
+    """Resuming a finished class costs the interpreter's start: no judge, no templates, no plots."""
+    (tmp_path / "class" / "bob").mkdir(parents=True)
+    (tmp_path / "class" / "bob" / "segmentation.py").write_text(
+        (REPO / "student_template" / "segmentation.py").read_text())
+    (tmp_path / "rubric.yaml").write_text(UNIT_ONLY)
+    argv = ["grade", str(tmp_path / "class"), "--out", str(tmp_path / "out"), "--rubric", str(tmp_path / "rubric.yaml"),
+            "--cache-dir", str(tmp_path / "cache"), "-q"]
+    seen = []
+    for _ in range(2):  # graded, then unchanged
+        done = subprocess.run([sys.executable, "-c", _REGRADE_AND_SAY, *argv], check=False, cwd=REPO,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        seen.append(json.loads(done.stdout.splitlines()[-1]))
+    assert seen[0]["code"] == seen[1]["code"] == 0
+    assert "numpy" in seen[0]["heavy"] and "jinja2" in seen[0]["heavy"]  # the first run graded and drew
+    assert seen[1]["heavy"] == [], f"the unchanged regrade imported {seen[1]['heavy'][:5]}"
+    assert len(list((tmp_path / "out").glob("*/report.html"))) == 1 and (tmp_path / "out" / "grades.csv").is_file()
+
+
 def test_host_only_folder_is_hidden_from_the_sandbox(tmp_path: Path, unit_rubric: Rubric, cache_dir: Path) -> None:
-    from grader.batch import prepare_batch
+    from grader.grading import prepare_batch
     from grader.sandbox.base import SandboxRequest
     from grader.sandbox.local import LocalSandbox
 
