@@ -6,7 +6,8 @@
 #   OUT=/tmp/gpu-check bash bench/gpu_check.sh
 #   env: OUT (results; default /tmp/gpu-check), PYTHON (default python3), IMAGE (docker image; default
 #        seg-autograder:latest, else the local test image), BUILD=1 (build the production image if missing),
-#        STAGE_TIMEOUT_S (per grade command; default 540).
+#        STAGE_TIMEOUT_S (per grade command; default 540), BENCH=1 (then the CPU benchmarks pinned to two
+#        cores: BENCH_CORES, default 0,1; BENCH_TIMEOUT_S each, default 240).
 set -uo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -108,4 +109,15 @@ else
   fi
   echo "image: $IMAGE"
   grade gpu-docker --sandbox docker --image "$IMAGE"
+fi
+
+# BENCH=1: the class-scale CPU benchmarks on two cores of this (quieter, larger) machine, pinned with taskset
+# so that "-j 2 on 2 cores" means the same as on the development machine; each bounded by BENCH_TIMEOUT_S.
+if [ "${BENCH:-0}" = 1 ]; then
+  CORES="${BENCH_CORES:-0,1}"
+  for bench in "scaling.py" "overhead.py --rounds 3" "regrade.py"; do
+    section "bench/$bench (taskset -c $CORES)"
+    # shellcheck disable=SC2086 # the bench's arguments are words
+    timeout "${BENCH_TIMEOUT_S:-240}" taskset -c "$CORES" "$VPY" bench/$bench || echo "bench/$bench: exit code $?"
+  done
 fi

@@ -1,26 +1,29 @@
 """Throughput of the local worker pool: a batch graded with -j 2 vs -j 1 (goal: >= 1.8x on 2 cores).
 
-Usage: python bench/scaling.py [--n 8] [--jobs 2] [--tiny]
+Usage: python bench/scaling.py [--n 8] [--jobs 2] [--rubric rubric.yaml] [--threads 1] [--quick | --tiny]
 Times ``grade_all`` (intake, job, every sandbox, judging, results) in this process, with the local sandbox
-and a rubric of one torch thread per sandbox, so N jobs want N cores. The dataset is generated before the
-clock starts. Both runs must give the same scores. Two figures: the whole batch, and its worker phase (from
-the first submission begun to the last one finished): the batch's preparation (the job, the expected outputs
-computed by the reference, the fork server's torch import) and its end (the summary, stopping the server) are
-serial and paid once per batch, so on a small batch of quick submissions they cap the whole-batch speed-up;
-on a class of hundreds they vanish.
+and one torch thread per sandbox (the rubric's ``threads`` set to ``--threads``), so N jobs want N cores, as
+a TA runs ``-j N`` on N cores. The default rubric is the course's: every stage, full training included
+(10-20 s per working submission on one thread here; minutes in a course), as a class is graded. The dataset is generated before the clock starts. Both runs must give the same scores. Two figures:
+the whole batch, and its worker phase (from the first submission begun to the last one finished): the batch's
+preparation (the job, the expected outputs computed by the reference, the fork server's torch import) and its
+end (the summary, stopping the server) are serial and paid once per batch, so on a small batch of quick
+submissions (``--quick``: no training; ``--tiny``: unit checks only) they cap the whole-batch speed-up; on a
+class of hundreds they vanish.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
 
-from common import MODERATE_RUBRIC, TINY_RUBRIC, Clock, machine, write_class  # noqa: I001 (bench/ on sys.path)
+from common import MODERATE_RUBRIC, REPO, TINY_RUBRIC, Clock, machine, write_class  # noqa: I001 (bench/ on sys.path)
 
 from grader.batch import GradeOptions, grade_all
 from grader.jobs import data_root
-from grader.rubric import Rubric, parse_rubric
+from grader.rubric import Rubric, load_rubric, parse_rubric
 from grader.sandbox.local import LocalSandbox
 
 __all__ = ["time_batch", "main"]
@@ -44,9 +47,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=8, help="submissions in the batch")
     parser.add_argument("--jobs", type=int, default=2, help="workers of the parallel run")
-    parser.add_argument("--tiny", action="store_true", help="unit checks only (default: unit+model+overfit)")
+    parser.add_argument("--rubric", type=Path, default=REPO / "rubric.yaml",
+                        help="default: the course's rubric (every stage, full training included)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per job (the rubric's, replaced)")
+    quick = parser.add_mutually_exclusive_group()
+    quick.add_argument("--quick", action="store_true", help="unit, model and overfit checks only (no training)")
+    quick.add_argument("--tiny", action="store_true", help="unit checks only")
     args = parser.parse_args()
-    rubric = parse_rubric(TINY_RUBRIC if args.tiny else MODERATE_RUBRIC)
+    rubric = parse_rubric(TINY_RUBRIC) if args.tiny else parse_rubric(MODERATE_RUBRIC) if args.quick \
+        else load_rubric(args.rubric)
+    rubric = dataclasses.replace(rubric, threads=args.threads)
     with tempfile.TemporaryDirectory(prefix="bench-scaling-") as tmp:
         work = Path(tmp)
         klass, cache = write_class(work / "class", args.n), work / "cache"
@@ -56,7 +66,7 @@ def main() -> None:
                                                    cache=cache)
     assert scores_1 == scores_n, f"-j 1 and -j {args.jobs} disagree: {scores_1} vs {scores_n}"
     print(f"machine: {machine()}")
-    print(f"batch of {args.n} ({rubric.assignment}):")
+    print(f"batch of {args.n} ({rubric.assignment}; {rubric.threads} torch thread(s) per job):")
     for jobs, wall, phase in ((1, serial, workers_1), (args.jobs, parallel, workers_n)):
         print(f"  -j {jobs}: {wall:6.1f} s wall, of which {phase:6.1f} s grading submissions and {wall - phase:5.1f} s "
               f"preparing and ending the batch")
