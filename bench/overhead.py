@@ -39,7 +39,6 @@ from grader.pipeline import Batch, grade_submission
 from grader.rubric import STAGE_OF_KIND, Rubric, load_rubric
 from grader.runner import STAGES, StageWriter
 from grader.sandbox.base import SandboxRequest, SandboxRun
-from grader.sandbox.docker import docker_sandbox_for_cli
 from grader.sandbox.forkserver import PRELOAD
 from grader.sandbox.local import LocalSandbox
 
@@ -161,7 +160,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         work = Path(tmp)
         cache = (args.cache_dir or work / "cache").resolve()
-        sandbox = LocalSandbox() if args.sandbox == "local" else docker_sandbox_for_cli(image="test")
+        if args.sandbox == "local":
+            sandbox = LocalSandbox()
+        else:  # the Docker SDK only when asked for: a GPU machine may have neither it nor an engine
+            from grader.sandbox.docker import docker_sandbox_for_cli
+
+            sandbox = docker_sandbox_for_cli(image="test")
         batch = prepare_batch(rubric, sandbox=sandbox, scratch=work, cache_dir=cache)
         direct(batch, work / "warm-up")  # discarded: this process's baseline has no warm-up left
         for r in range(args.rounds):  # alternating, so that a drift of the machine hits every side alike
