@@ -15,12 +15,14 @@ from pathlib import Path
 from grader import __version__
 from grader.batch import GradeOptions, infrastructure_result
 from grader.intake import Submission
+from grader.jobcache import reference_dir
 from grader.judge import JudgeContext
 from grader.pipeline import Batch, grade_submission, write_artifacts
 from grader.prepare import prepare_job
 from grader.results import SubmissionResult, write_result
 from grader.rubric import Rubric
 from grader.sandbox.base import InfrastructureError, Sandbox
+from grader.sandbox.forkserver import mentioned_optional
 from grader.shapes import default_cache_dir
 
 __all__ = ["grade_fresh", "prepare_batch", "record_result"]
@@ -34,16 +36,6 @@ def _torch_version() -> str:
         return "not installed"
 
 
-def _reference_dir() -> Path:
-    """reference/ (found without importing it: importing the reference would import torch)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("reference")
-    if spec is None or not spec.submodule_search_locations:
-        raise InfrastructureError("the reference solution (package `reference`) is not installed")
-    return Path(next(iter(spec.submodule_search_locations))).resolve()
-
-
 def _provenance(rubric: Rubric, dataset_hash: str, device: str) -> dict:
     return {"grader_version": __version__, "torch_version": _torch_version(),
             "python_version": platform.python_version(), "device": device, "dataset_hash": dataset_hash,
@@ -51,15 +43,15 @@ def _provenance(rubric: Rubric, dataset_hash: str, device: str) -> dict:
 
 
 def prepare_batch(rubric: Rubric, *, sandbox: Sandbox, scratch: Path, cache_dir: Path, device: str = "cpu",
-                  hidden: tuple[Path, ...] = ()) -> Batch:
+                  hidden: tuple[Path, ...] = (), optional: tuple[str, ...] = ()) -> Batch:
     """What every submission of a batch shares: the job folder, expected outputs, provenance (built once, by
     a trusted subprocess: see ``grader.prepare``). Hidden from the sandbox: reference/, the dataset cache
     (labels) and the host-only folder (expected outputs, evaluation labels)."""
-    sandbox.warm_up(rubric.threads)  # in the background, while the job is prepared
+    sandbox.warm_up(rubric.threads, optional)  # in the background, while the job is prepared
     prepared = prepare_job(rubric, job_dir=scratch / "job", host_dir=scratch / "host", cache_dir=cache_dir,
                            device=device)
     ctx = JudgeContext(plan=prepared.plan, expected=prepared.expected, num_classes=rubric.num_classes)
-    hidden_paths = (_reference_dir(), cache_dir, prepared.host_dir, *hidden)
+    hidden_paths = (reference_dir(), cache_dir, prepared.host_dir, *hidden)
     return Batch(rubric=rubric, ctx=ctx, sandbox=sandbox, hidden_paths=hidden_paths, scratch=scratch,
                  device=device, provenance=_provenance(rubric, prepared.plan.dataset_hash, device))
 
@@ -79,8 +71,9 @@ def grade_fresh(todo: list[Submission], *, rubric: Rubric, sandbox: Sandbox, opt
         return grade_on_ray(todo, rubric=rubric, sandbox=sandbox, options=options)
     device = "cuda" if options.gpus else "cpu"
     cache = (options.cache_dir or default_cache_dir()).resolve()
+    wanted = {package for sub in todo for package in mentioned_optional(sub.path)}
     batch = prepare_batch(rubric, sandbox=sandbox, scratch=scratch, cache_dir=cache, device=device,
-                          hidden=(options.out_dir.resolve(),))
+                          hidden=(options.out_dir.resolve(),), optional=tuple(sorted(wanted)))
     return _grade_entries(batch, todo, options.out_dir.resolve(), options)
 
 

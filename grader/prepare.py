@@ -26,6 +26,7 @@ import numpy as np
 
 import grader
 from grader.expected import Expected, load_expected, save_expected
+from grader.jobcache import cache_key, reuse_or_build
 from grader.jobs import JobPlan, unit_cases
 from grader.rubric import Rubric, parse_rubric, rubric_yaml
 from grader.sandbox.base import InfrastructureError
@@ -48,15 +49,26 @@ class Prepared:
 # ---------------------------------------------------------------------------- the grader's process
 def prepare_job(rubric: Rubric, *, job_dir: Path, host_dir: Path, cache_dir: Path | None = None,
                 device: str = "cpu", timeout_s: float = PREPARE_TIMEOUT_S) -> Prepared:
-    """Build ``job_dir`` and ``host_dir`` in a trusted subprocess; load the host data back (no torch here)."""
+    """Build ``job_dir`` and ``host_dir`` in a trusted subprocess; load the host data back (no torch here).
+    With a ``cache_dir``, a job of the embedded dataset is built once and copied from there afterwards
+    (``grader.jobcache``: keyed by the rubric, the device, the grader's and the reference's source, versions)."""
     job_dir, host_dir = Path(job_dir).resolve(), Path(host_dir).resolve()
-    rubric_file = _fresh_host_dir(host_dir) / "rubric.yaml"
-    rubric_file.write_text(_handover_text(rubric), encoding="utf-8")
-    argv = [sys.executable, "-m", "grader.prepare", "--rubric", str(rubric_file), "--job-dir", str(job_dir),
-            "--host-dir", str(host_dir), "--device", device]
-    if cache_dir is not None:
-        argv += ["--cache-dir", str(Path(cache_dir).resolve())]
-    _run_child(argv, timeout_s)
+    text = _handover_text(rubric)
+
+    def build(job: Path, host: Path) -> None:
+        rubric_file = _fresh_host_dir(host) / "rubric.yaml"
+        rubric_file.write_text(text, encoding="utf-8")
+        argv = [sys.executable, "-m", "grader.prepare", "--rubric", str(rubric_file), "--job-dir", str(job),
+                "--host-dir", str(host), "--device", device]
+        if cache_dir is not None:
+            argv += ["--cache-dir", str(Path(cache_dir).resolve())]
+        _run_child(argv, timeout_s)
+
+    key = cache_key(rubric, text, device) if cache_dir is not None else None
+    if key is None:
+        build(job_dir, host_dir)
+    else:
+        reuse_or_build(key, Path(cache_dir).resolve(), build, job_dir=job_dir, host_dir=host_dir)
     return _load_host_dir(rubric, job_dir, host_dir)
 
 

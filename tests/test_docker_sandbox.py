@@ -21,7 +21,6 @@ import docker
 import pytest
 
 from grader.sandbox import image
-from grader.sandbox.docker_session import mentioned_optional
 from grader.sandbox.base import InfrastructureError, SandboxRequest, SandboxRun
 from grader.sandbox.docker import (
     LABEL,
@@ -323,16 +322,6 @@ def test_torchvision_is_imported_by_the_container_only_for_a_submission_that_nam
             box.end_submission(request.submission_dir)
         seen[name] = run.stdout.strip()
     assert seen == {"plain": "preloaded: False True", "vision": "preloaded: True True"}, seen
-
-
-def test_optional_packages_are_found_in_source_text_but_not_through_symlinks(tmp_path: Path) -> None:
-    (tmp_path / "a.py").write_text("import torch\n")
-    (tmp_path / "notes.txt").write_text("import torchvision\n")  # not source
-    (tmp_path / "pkg").mkdir()
-    (tmp_path / "pkg" / "link.py").symlink_to(tmp_path / "notes.txt")  # source by name, but a link
-    assert mentioned_optional(tmp_path) == ()
-    (tmp_path / "pkg" / "nb.ipynb").write_text('{"cells": [{"source": ["from torchvision import models"]}]}')
-    assert mentioned_optional(tmp_path) == ("torchvision",)
 
 
 @pytest.mark.docker

@@ -33,12 +33,12 @@ from docker.types import Mount
 from grader.sandbox.base import InfrastructureError, SandboxRequest, SandboxRun, runner_args, says_out_of_memory, \
     share_with_sandbox
 from grader.sandbox.forkclient import ForkServerClient, run_stage
-from grader.sandbox.forkserver import OPTIONAL
+from grader.sandbox.forkserver import mentioned_optional
 
 if TYPE_CHECKING:
     from grader.sandbox.docker import DockerSandbox
 
-__all__ = ["SubmissionContainer", "SESSION_ISOLATION", "mentioned_optional"]
+__all__ = ["SubmissionContainer", "SESSION_ISOLATION"]
 
 START_TIMEOUT_S = 180.0  # container start + the server's torch import, before any stage clock runs
 SOCKET = "server.sock"
@@ -178,15 +178,6 @@ class SubmissionContainer:
             state = api.inspect_container(self.container_id)["State"]
         return (f"the submission's container ended (exit code {state.get('ExitCode')}, out of memory: "
                 f"{state.get('OOMKilled')}): {self.output.text()[0].strip()[-1500:] or 'no output'}")
-
-
-def mentioned_optional(folder: Path) -> tuple[str, ...]:
-    """Those of the fork server's OPTIONAL packages that the submission's source names (its text is read as
-    data; symlinks are not followed). A miss costs time, never a grade: the stage imports it itself."""
-    sources = [Path(root) / name for root, _, names in os.walk(folder) for name in names
-               if name.endswith((".py", ".ipynb")) and not (Path(root) / name).is_symlink()]
-    text = b"".join(path.read_bytes() for path in sources)
-    return tuple(name for name in OPTIONAL if name.encode() in text)
 
 
 def _hand_over(inside: Path, out_dir: Path) -> None:

@@ -45,14 +45,15 @@ from typing import Iterable
 
 from grader.sandbox.confine import MARKER, confine, prctl, set_parent_death_signal
 
-__all__ = ["main", "PRELOAD", "OPTIONAL"]
+__all__ = ["main", "PRELOAD", "OPTIONAL", "mentioned_optional"]
 
 # Imported once by the server, so no stage pays for them: what the runner, its dataset loader and most
 # submissions use. Trusted code only (importing grader.dataset reads no data).
 PRELOAD = ("numpy", "torch", "torch.nn", "torch.nn.functional", "torch.optim", "grader.runner", "grader.dataset")
 # Imported only when the host asks: neither the runner nor the reference needs it, and it costs as much CPU as
-# torch (~1.2 s on a small machine). The local engine's server (one per batch) asks for it; a submission's
-# container only when the submission mentions it, so the others do not pay it once per submission.
+# torch (~1.2 s on a small machine). The host asks when a submission mentions it (``mentioned_optional``): the
+# local engine's server (one per batch) when any submission of the batch does, a submission's container when
+# that submission does. A miss costs time, never a grade: the stage imports it itself.
 OPTIONAL = ("torchvision",)
 KILL_GRACE_S = 2.0  # after SIGTERM to a stage's relay, SIGKILL its process group
 
@@ -237,6 +238,20 @@ def _preload(names: Iterable[str]) -> None:
         except ImportError:  # the image may lack an optional package: a stage that wants it says so
             if name not in OPTIONAL:
                 raise
+
+
+def mentioned_optional(folder: str | os.PathLike) -> tuple[str, ...]:
+    """Those of the fork server's OPTIONAL packages that the submission's source names (its text is read as
+    data; symlinks are not followed). A miss costs time, never a grade: the stage imports it itself."""
+    found: set[str] = set()
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            if name.endswith((".py", ".ipynb")) and not os.path.islink(path):
+                with open(path, "rb") as source:
+                    data = source.read()
+                found.update(package for package in OPTIONAL if package.encode() in data)
+    return tuple(package for package in OPTIONAL if package in found)
 
 
 def _signal_group(pid: int, sig: int) -> None:

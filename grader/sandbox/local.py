@@ -20,7 +20,6 @@ from pathlib import Path
 
 from grader.sandbox.base import (InfrastructureError, SandboxRequest, SandboxRun, runner_args,
                                  says_out_of_memory, share_with_sandbox)
-from grader.sandbox.forkserver import OPTIONAL
 from grader.sandbox.forkclient import ForkServerClient, run_stage
 
 __all__ = ["LocalSandbox"]
@@ -83,10 +82,10 @@ class LocalSandbox:
     def describe(self) -> dict:
         return {"engine": self.name, "python": self.python}
 
-    def warm_up(self, threads: int) -> None:
-        """Start the fork server and have it import torch (and torchvision: one server serves the whole batch)
-        now, while the host prepares the batch."""
-        self._server(threads).preload(OPTIONAL)
+    def warm_up(self, threads: int, optional: tuple[str, ...] = ()) -> None:
+        """Start the fork server and have it import torch (and ``optional``: torchvision when a submission of
+        the batch mentions it) now, while the host prepares the batch."""
+        self._server(threads).preload(optional)
 
     def end_submission(self, submission_dir: Path) -> None:
         """Nothing is kept per submission: each stage is its own fork."""

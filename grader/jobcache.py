@@ -1,0 +1,96 @@
+"""Prepared jobs kept between batches: ``CACHE/prepared/<key>/{job,host}``, beside the embedded dataset.
+
+Preparing a batch (``grader.prepare``: a process importing torch and torchvision, reading the dataset,
+running the reference on every unit case) takes ~5 s on a small machine and is the same for every batch of
+the same rubric: a student's repeated self-checks, a resumed or extended class, the test suite. It is kept
+only where it is a pure function of what the key holds:
+
+- the rubric as handed to the preparation process, and the device written into job.json;
+- the source of the ``grader`` package and of ``reference/`` (any edit of either is a new key);
+- the versions of Python, torch, torchvision and numpy (the reference's float results depend on them);
+- the dataset: only the EMBEDDED one is cached (generated from the rubric's parameters by the grader's own
+  code, already in the key); a real VOC root is prepared every time, since its files may change under it.
+
+The cache lives in the dataset cache folder, which the sandbox never sees, owner-only. An entry is built in a
+temporary folder and renamed into place whole, so a crash never leaves half an entry and two graders that
+build the same one at once keep one. Delete ``CACHE/prepared`` to drop every entry.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import grader
+from grader.rubric import Rubric
+from grader.sandbox.base import InfrastructureError
+
+__all__ = ["PREPARED", "cache_key", "reference_dir", "reuse_or_build"]
+
+PREPARED = "prepared"
+_VERSIONED = ("torch", "torchvision", "numpy")
+
+
+def reference_dir() -> Path:
+    """reference/ (found without importing it: importing the reference would import torch)."""
+    spec = importlib.util.find_spec("reference")
+    if spec is None or not spec.submodule_search_locations:
+        raise InfrastructureError("the reference solution (package `reference`) is not installed")
+    return Path(next(iter(spec.submodule_search_locations))).resolve()
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "-"
+
+
+def _sources(digest: "hashlib._Hash", root: Path) -> None:
+    for path in sorted(root.rglob("*.py")):
+        digest.update(f"{path.relative_to(root)}\0{path.stat().st_size}\0".encode() + path.read_bytes())
+
+
+def cache_key(rubric: Rubric, rubric_text: str, device: str) -> str | None:
+    """The entry's name, or None when this job must not be reused (a real VOC root)."""
+    if rubric.dataset.kind != "embedded":
+        return None
+    digest = hashlib.sha256(f"{device}\0{platform.python_version()}\0".encode())
+    digest.update("\0".join(f"{p}={_version(p)}" for p in _VERSIONED).encode())
+    digest.update(rubric_text.encode())
+    _sources(digest, Path(grader.__file__).resolve().parent)
+    _sources(digest, reference_dir())
+    return digest.hexdigest()[:32]
+
+
+def reuse_or_build(key: str, cache_dir: Path, build: Callable[[Path, Path], None], *, job_dir: Path,
+                   host_dir: Path) -> None:
+    """Fill ``job_dir`` and ``host_dir`` (both replaced) from the entry ``key``, building it first with
+    ``build(job, host)`` when it is missing. ``host/host.json`` is written last by the preparation: an entry
+    without it is not one."""
+    entries = Path(cache_dir) / PREPARED
+    entry = entries / key
+    if not (entry / "host" / "host.json").is_file():
+        entries.mkdir(parents=True, exist_ok=True)
+        os.chmod(entries, 0o700)
+        building = Path(tempfile.mkdtemp(prefix=".building-", dir=entries))
+        try:
+            build(building / "job", building / "host")
+            try:
+                os.rename(building, entry)
+            except OSError:  # another grader published the same entry first (or a stale one is in the way)
+                if not (entry / "host" / "host.json").is_file():
+                    shutil.rmtree(entry, ignore_errors=True)
+                    os.rename(building, entry)
+        finally:
+            shutil.rmtree(building, ignore_errors=True)
+    for source, target in ((entry / "job", job_dir), (entry / "host", host_dir)):
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(source, target)
+    os.chmod(host_dir, 0o700)

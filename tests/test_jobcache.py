@@ -1,0 +1,93 @@
+"""Prepared jobs are reused between batches only where they cannot differ: same rubric, device, grader and
+reference source, package versions, and the embedded dataset; an entry appears whole or not at all."""
+from __future__ import annotations
+
+import dataclasses
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from grader.jobcache import PREPARED, cache_key
+from grader.prepare import prepare_job
+from grader.rubric import Rubric, parse_rubric, rubric_yaml
+
+UNIT_ONLY = """\
+assignment: unit checks only (job cache)
+threads: 1
+budgets: {import: {timeout_s: 60}, unit: {timeout_s: 60}}
+checks:
+  - {id: transpose_conv, kind: transpose_conv, name: Transpose conv, points: 6, seed: 11, cases: 3}
+  - {id: mean_iou, kind: mean_iou, name: Mean IoU, points: 2, seed: 13, cases: 2}
+"""
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _key(rubric: Rubric, device: str = "cpu") -> str | None:
+    return cache_key(rubric, rubric_yaml(rubric), device)
+
+
+def test_the_key_changes_with_the_rubric_and_the_device_and_a_real_voc_root_is_never_cached(tmp_path: Path) -> None:
+    rubric = parse_rubric(UNIT_ONLY)
+    other = dataclasses.replace(rubric, checks=rubric.checks[:1])
+    assert _key(rubric) == _key(parse_rubric(UNIT_ONLY)) is not None
+    assert len({_key(rubric), _key(other), _key(rubric, "cuda")}) == 3
+    voc = parse_rubric(UNIT_ONLY + f"dataset: {{kind: voc, voc_root: {str(tmp_path)!r}}}\n")
+    assert _key(voc) is None
+
+
+def test_a_second_batch_copies_the_prepared_job_instead_of_preparing_it_again(tmp_path: Path) -> None:
+    rubric, cache = parse_rubric(UNIT_ONLY), tmp_path / "cache"
+    first = prepare_job(rubric, job_dir=tmp_path / "a" / "job", host_dir=tmp_path / "a" / "host", cache_dir=cache)
+    entry = cache / PREPARED / _key(rubric)
+    assert _files(entry / "job") == _files(tmp_path / "a" / "job") and (entry / "host" / "host.json").is_file()
+    assert (cache / PREPARED).stat().st_mode & 0o077 == 0 and (tmp_path / "a" / "host").stat().st_mode & 0o077 == 0
+    (entry / "job" / "planted-in-the-entry").write_text("x")  # seen in the next job only if the entry is reused
+    second = prepare_job(rubric, job_dir=tmp_path / "b" / "job", host_dir=tmp_path / "b" / "host", cache_dir=cache)
+    assert (tmp_path / "b" / "job" / "planted-in-the-entry").is_file()
+    assert second.plan.job_dir == (tmp_path / "b" / "job").resolve() and second.host_dir != first.host_dir
+    assert first.expected.keys() == second.expected.keys()
+    for case_id, exp in first.expected.items():
+        assert np.array_equal(np.asarray(exp.value), np.asarray(second.expected[case_id].value), equal_nan=True)
+
+
+def test_an_entry_left_half_built_is_built_again(tmp_path: Path) -> None:
+    rubric, cache = parse_rubric(UNIT_ONLY), tmp_path / "cache"
+    entry = cache / PREPARED / _key(rubric)
+    (entry / "job").mkdir(parents=True)  # a crash before host.json: not an entry
+    (entry / "job" / "torn").write_text("x")
+    prepared = prepare_job(rubric, job_dir=tmp_path / "job", host_dir=tmp_path / "host", cache_dir=cache)
+    assert not (tmp_path / "job" / "torn").exists() and (entry / "host" / "host.json").is_file()
+    assert prepared.expected and (tmp_path / "job" / "job.json").is_file()
+
+
+def test_two_graders_preparing_the_same_job_at_once_keep_one_entry(tmp_path: Path) -> None:
+    rubric, cache, errors = parse_rubric(UNIT_ONLY), tmp_path / "cache", []
+
+    def prepare(name: str) -> None:
+        try:
+            prepare_job(rubric, job_dir=tmp_path / name / "job", host_dir=tmp_path / name / "host", cache_dir=cache)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=prepare, args=(name,)) for name in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert [p.name for p in (cache / PREPARED).iterdir()] == [_key(rubric)]  # no .building- folder left
+    assert _files(tmp_path / "a" / "job") == _files(tmp_path / "b" / "job")
+
+
+def test_a_job_from_the_cache_equals_one_prepared_without_a_cache(tmp_path: Path) -> None:
+    rubric = parse_rubric(UNIT_ONLY)
+    prepare_job(rubric, job_dir=tmp_path / "plain" / "job", host_dir=tmp_path / "plain" / "host")
+    for name in ("fills", "reuses"):
+        prepare_job(rubric, job_dir=tmp_path / name / "job", host_dir=tmp_path / name / "host",
+                    cache_dir=tmp_path / "cache")
+        assert _files(tmp_path / "plain" / "job") == _files(tmp_path / name / "job")
+        assert _files(tmp_path / "plain" / "host") == _files(tmp_path / name / "host")
