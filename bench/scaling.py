@@ -1,6 +1,6 @@
 """Throughput of the local worker pool: a batch graded with -j 2 vs -j 1 (goal: >= 1.8x on 2 cores).
 
-Usage: python bench/scaling.py [--n 8] [--jobs 2] [--rubric rubric.yaml] [--threads 1] [--quick | --tiny]
+Usage: python bench/scaling.py [--n 8] [--jobs 2] [--rounds 1] [--rubric rubric.yaml] [--threads 1] [--quick | --tiny]
 Times ``grade_all`` (intake, job, every sandbox, judging, results) in this process, with the local sandbox
 and one torch thread per sandbox (the rubric's ``threads`` set to ``--threads``), so N jobs want N cores, as
 a TA runs ``-j N`` on N cores. The default rubric is the course's: every stage, full training included
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -31,9 +32,9 @@ from grader.sandbox.local import LocalSandbox
 __all__ = ["time_batch", "main"]
 
 
-def time_batch(klass: Path, *, rubric: Rubric, jobs: int, out: Path, cache: Path) -> tuple[float, float, dict]:
-    """(seconds, seconds of the worker phase, student -> score) for a fresh grade of ``klass`` with ``jobs``
-    workers."""
+def time_batch(klass: Path, *, rubric: Rubric, jobs: int, out: Path, cache: Path) -> tuple[float, float, dict, float]:
+    """(seconds, seconds of the worker phase, student -> score, the stages' seconds summed over the batch) for a
+    fresh grade of ``klass`` with ``jobs`` workers."""
     begun: list[float] = []
     finished: list[float] = []
     options = GradeOptions(out_dir=out, jobs=jobs, regrade=True, cache_dir=cache,
@@ -42,7 +43,8 @@ def time_batch(klass: Path, *, rubric: Rubric, jobs: int, out: Path, cache: Path
     with Clock() as clock:
         results = grade_all([klass], rubric=rubric, sandbox=LocalSandbox(), options=options)
     workers = max(finished) - min(begun)
-    return clock.seconds, workers, {r.student: r.score for r in results}
+    stages = sum(sum(r.provenance.get("durations_s", {}).values()) for r in results)
+    return clock.seconds, workers, {r.student: r.score for r in results}, stages
 
 
 def main() -> None:
@@ -52,6 +54,7 @@ def main() -> None:
     parser.add_argument("--rubric", type=Path, default=REPO / "rubric.yaml",
                         help="default: the course's rubric (every stage, full training included)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per job (the rubric's, replaced)")
+    parser.add_argument("--rounds", type=int, default=1, help="alternating -j 1 / -j N rounds; the median counts")
     quick = parser.add_mutually_exclusive_group()
     quick.add_argument("--quick", action="store_true", help="unit, model and overfit checks only (no training)")
     quick.add_argument("--tiny", action="store_true", help="unit checks only")
@@ -65,19 +68,24 @@ def main() -> None:
         data_root(rubric, cache_dir=cache)  # generate the embedded dataset outside the clock
         with Clock() as first:  # and the job, as for every batch after a rubric's first (grader.jobcache)
             prepare_job(rubric, job_dir=work / "first" / "job", host_dir=work / "first" / "host", cache_dir=cache)
-        serial, workers_1, scores_1 = time_batch(klass, rubric=rubric, jobs=1, out=work / "out-j1", cache=cache)
-        parallel, workers_n, scores_n = time_batch(klass, rubric=rubric, jobs=args.jobs, out=work / "out-jn",
-                                                   cache=cache)
-    assert scores_1 == scores_n, f"-j 1 and -j {args.jobs} disagree: {scores_1} vs {scores_n}"
+        rounds = []  # alternating, so that a drift of the machine hits both sides alike
+        for r in range(args.rounds):
+            rounds.append([time_batch(klass, rubric=rubric, jobs=jobs, out=work / f"out-{r}-j{jobs}", cache=cache)
+                           for jobs in (1, args.jobs)])
     print(f"machine: {machine()}")
     print(f"batch of {args.n} ({rubric.assignment}; {rubric.threads} torch thread(s) per job):")
-    for jobs, wall, phase in ((1, serial, workers_1), (args.jobs, parallel, workers_n)):
-        print(f"  -j {jobs}: {wall:6.1f} s wall, of which {phase:6.1f} s grading submissions and {wall - phase:5.1f} s "
-              f"preparing and ending the batch")
-    print(f"  (before both: the embedded dataset, and the job prepared the first time in {first.seconds:.1f} s, "
+    for serial, parallel in rounds:
+        assert serial[2] == parallel[2], f"-j 1 and -j {args.jobs} disagree: {serial[2]} vs {parallel[2]}"
+        for jobs, (wall, phase, _, stages) in ((1, serial), (args.jobs, parallel)):
+            print(f"  -j {jobs}: {wall:6.1f} s wall, of which {phase:6.1f} s grading submissions and {wall - phase:4.1f} s "
+                  f"preparing and ending the batch; the stages' own seconds summed: {stages:6.1f} s")
+        print(f"  speed-up: whole batch {serial[0] / parallel[0]:.2f}x, worker phase {serial[1] / parallel[1]:.2f}x")
+    print(f"  (before all: the embedded dataset, and the job prepared the first time in {first.seconds:.1f} s, "
           "kept for later batches of this rubric)")
-    print(f"speed-up -j {args.jobs} vs -j 1: worker phase {workers_1 / workers_n:.2f}x (goal >= 1.8x on 2 cores); "
-          f"whole batch {serial / parallel:.2f}x")
+    whole = statistics.median(s[0] / p[0] for s, p in rounds)
+    phase = statistics.median(s[1] / p[1] for s, p in rounds)
+    print(f"speed-up -j {args.jobs} vs -j 1, median of {len(rounds)} round(s): whole batch {whole:.2f}x "
+          f"(goal >= 1.8x on 2 cores); worker phase {phase:.2f}x")
 
 
 if __name__ == "__main__":
