@@ -22,7 +22,6 @@ from grader.prepare import prepare_job
 from grader.results import SubmissionResult, write_result
 from grader.rubric import Rubric
 from grader.sandbox.base import InfrastructureError, Sandbox
-from grader.sandbox.forkserver import mentioned_optional
 from grader.shapes import default_cache_dir
 
 __all__ = ["grade_fresh", "prepare_batch", "record_result"]
@@ -43,11 +42,11 @@ def _provenance(rubric: Rubric, dataset_hash: str, device: str) -> dict:
 
 
 def prepare_batch(rubric: Rubric, *, sandbox: Sandbox, scratch: Path, cache_dir: Path, device: str = "cpu",
-                  hidden: tuple[Path, ...] = (), optional: tuple[str, ...] = ()) -> Batch:
+                  hidden: tuple[Path, ...] = ()) -> Batch:
     """What every submission of a batch shares: the job folder, expected outputs, provenance (built once, by
     a trusted subprocess: see ``grader.prepare``). Hidden from the sandbox: reference/, the dataset cache
     (labels) and the host-only folder (expected outputs, evaluation labels)."""
-    sandbox.warm_up(rubric.threads, optional)  # in the background, while the job is prepared
+    sandbox.warm_up(rubric.threads)  # in the background, while the job is prepared
     prepared = prepare_job(rubric, job_dir=scratch / "job", host_dir=scratch / "host", cache_dir=cache_dir,
                            device=device)
     ctx = JudgeContext(plan=prepared.plan, expected=prepared.expected, num_classes=rubric.num_classes)
@@ -71,9 +70,8 @@ def grade_fresh(todo: list[Submission], *, rubric: Rubric, sandbox: Sandbox, opt
         return grade_on_ray(todo, rubric=rubric, sandbox=sandbox, options=options)
     device = "cuda" if options.gpus else "cpu"
     cache = (options.cache_dir or default_cache_dir()).resolve()
-    wanted = {package for sub in todo for package in mentioned_optional(sub.path)}
     batch = prepare_batch(rubric, sandbox=sandbox, scratch=scratch, cache_dir=cache, device=device,
-                          hidden=(options.out_dir.resolve(),), optional=tuple(sorted(wanted)))
+                          hidden=(options.out_dir.resolve(),))
     return _grade_entries(batch, todo, options.out_dir.resolve(), options)
 
 

@@ -88,9 +88,8 @@ class Sandbox(Protocol):
         """Kill everything this engine is running now (the grader was interrupted)."""
         ...
 
-    def warm_up(self, threads: int, optional: tuple[str, ...] = ()) -> None:
-        """Get ready for stages with ``threads`` torch threads, in the background (called once per batch);
-        ``optional``: the packages of ``forkserver.OPTIONAL`` the batch's submissions mention."""
+    def warm_up(self, threads: int) -> None:
+        """Get ready for stages with ``threads`` torch threads, in the background (called once per batch)."""
         ...
 
     def end_submission(self, submission_dir: Path) -> None:

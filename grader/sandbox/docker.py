@@ -230,9 +230,8 @@ class DockerSandbox:
         remove_live_containers()
         self.close()
 
-    def warm_up(self, threads: int, optional: tuple[str, ...] = ()) -> None:
-        """Nothing to warm once per batch: each submission's container imports torch before its first stage
-        (and what of ``optional`` that submission mentions, once bound to it)."""
+    def warm_up(self, threads: int) -> None:
+        """Nothing to warm once per batch: each submission's container imports torch before its first stage."""
 
     def run(self, request: SandboxRequest) -> SandboxRun:
         if not self.per_submission:

@@ -33,7 +33,6 @@ from docker.types import Mount
 from grader.sandbox.base import InfrastructureError, SandboxRequest, SandboxRun, runner_args, says_out_of_memory, \
     share_with_sandbox
 from grader.sandbox.forkclient import ForkServerClient, run_stage
-from grader.sandbox.forkserver import mentioned_optional
 
 if TYPE_CHECKING:
     from grader.sandbox.docker import DockerSandbox
@@ -82,9 +81,6 @@ class SubmissionContainer:
         self.runs.chmod(0o777)
         with self.engine._engine_errors(self.sandbox.image):  # from a spare's idle share to a full one
             self.sandbox._client.api.update_container(self.container_id, cpu_shares=FULL_CPU_SHARES)
-        wanted = mentioned_optional(self.submission)
-        if wanted and self.client is not None:  # imported once here, not by every stage of this submission
-            self.client.preload(wanted)
         self.bound_to = request.submission_dir
 
     def run(self, request: SandboxRequest) -> SandboxRun:

@@ -77,10 +77,8 @@ class ForkServerClient:
         self.listener.join(timeout=10)  # it says how the server ended
         raise InfrastructureError(self.dead or f"the sandbox's fork server is gone: {failure}")
 
-    def preload(self, optional: tuple[str, ...] = ()) -> None:
-        """Have the server import torch now (and those of ``forkserver.OPTIONAL`` named), not at its first
-        stage."""
-        self._send({"op": "preload", "optional": list(optional)})
+    def preload(self) -> None:
+        self._send({"op": "preload"})
 
     def kill(self, stage: _Stage) -> None:
         self._send({"op": "kill", "id": stage.ident})

@@ -18,8 +18,7 @@ and never runs a parallel torch op (an OpenMP pool does not survive fork). The c
 descriptor except the stage's stdout/stderr pipes, so it cannot talk to the server.
 
 Protocol on the SOCK_SEQPACKET socket (one JSON message each way per event):
-  host -> server  {"op": "preload", "optional": [...]}: import PRELOAD now (else before the first runner
-                  stage), and those of OPTIONAL named;
+  host -> server  {"op": "preload"}: import torch now (else before the first runner stage);
                   {"op": "run", "id": I, "config": CONFINE_CONFIG, "argv": [...] | "runner": [...]}
                   with the stage's stdout and stderr pipe ends passed as descriptors;
                   {"op": "kill", "id": I}
@@ -41,20 +40,17 @@ import socket
 import sys
 import time
 import traceback
-from typing import Iterable
 
 from grader.sandbox.confine import MARKER, confine, prctl, set_parent_death_signal
 
-__all__ = ["main", "PRELOAD", "OPTIONAL", "mentioned_optional"]
+__all__ = ["main", "PRELOAD"]
 
 # Imported once by the server, so no stage pays for them: what the runner, its dataset loader and most
-# submissions use. Trusted code only (importing grader.dataset reads no data).
-PRELOAD = ("numpy", "torch", "torch.nn", "torch.nn.functional", "torch.optim", "grader.runner", "grader.dataset")
-# Imported only when the host asks: neither the runner nor the reference needs it, and it costs as much CPU as
-# torch (~1.2 s on a small machine). The host asks when a submission mentions it (``mentioned_optional``): the
-# local engine's server (one per batch) when any submission of the batch does, a submission's container when
-# that submission does. A miss costs time, never a grade: the stage imports it itself.
-OPTIONAL = ("torchvision",)
+# submissions use. Trusted code only (importing grader.dataset reads no data). torch._dynamo: the first
+# optimizer a process constructs imports it (~1 s on a small machine), so every training stage (overfit,
+# train) would pay it again; torchvision costs little more once it is loaded (it imports it too).
+PRELOAD = ("numpy", "torch", "torch.nn", "torch.nn.functional", "torch.optim", "torch._dynamo", "torchvision",
+           "grader.runner", "grader.dataset")
 KILL_GRACE_S = 2.0  # after SIGTERM to a stage's relay, SIGKILL its process group
 
 
@@ -103,10 +99,9 @@ class Server:
                     self.kill_after[pid] = time.monotonic() + KILL_GRACE_S
             return
         if (request["op"] == "preload" or "runner" in request) and not self.preloaded:
-            _preload(PRELOAD)
+            _preload()
             self.preloaded = True
         if request["op"] == "preload":
-            _preload(name for name in request.get("optional", ()) if name in OPTIONAL)  # never a name from elsewhere
             return
         try:
             pid = os.fork()
@@ -231,27 +226,12 @@ def _run_runner(argv: list[str]) -> int:
         return 1
 
 
-def _preload(names: Iterable[str]) -> None:
-    for name in names:
+def _preload() -> None:
+    for name in PRELOAD:
         try:
             importlib.import_module(name)
-        except ImportError:  # the image may lack an optional package: a stage that wants it says so
-            if name not in OPTIONAL:
-                raise
-
-
-def mentioned_optional(folder: str | os.PathLike) -> tuple[str, ...]:
-    """Those of the fork server's OPTIONAL packages that the submission's source names (its text is read as
-    data; symlinks are not followed). A miss costs time, never a grade: the stage imports it itself."""
-    found: set[str] = set()
-    for root, _, names in os.walk(folder):
-        for name in names:
-            path = os.path.join(root, name)
-            if name.endswith((".py", ".ipynb")) and not os.path.islink(path):
-                with open(path, "rb") as source:
-                    data = source.read()
-                found.update(package for package in OPTIONAL if package.encode() in data)
-    return tuple(package for package in OPTIONAL if package in found)
+        except ImportError:  # torchvision is optional
+            pass
 
 
 def _signal_group(pid: int, sig: int) -> None:
@@ -276,7 +256,7 @@ def main() -> None:
         Server(socket.socket(fileno=args.fd)).serve()
         os._exit(0)  # no interpreter teardown (torch's takes a second): every stage is already dead
     prctl(PR_SET_DUMPABLE, 0)  # the stages run as our uid: they must not ptrace the server
-    _preload(PRELOAD)  # before listening: the grader's stage clocks start once the socket is there
+    _preload()  # before listening: the grader's stage clocks start once the socket is there
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(args.listen + ".tmp")
     os.chmod(args.listen + ".tmp", 0o666)

@@ -82,10 +82,9 @@ class LocalSandbox:
     def describe(self) -> dict:
         return {"engine": self.name, "python": self.python}
 
-    def warm_up(self, threads: int, optional: tuple[str, ...] = ()) -> None:
-        """Start the fork server and have it import torch (and ``optional``: torchvision when a submission of
-        the batch mentions it) now, while the host prepares the batch."""
-        self._server(threads).preload(optional)
+    def warm_up(self, threads: int) -> None:
+        """Start the fork server and have it import torch now, while the host prepares the batch."""
+        self._server(threads).preload()
 
     def end_submission(self, submission_dir: Path) -> None:
         """Nothing is kept per submission: each stage is its own fork."""
