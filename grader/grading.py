@@ -5,7 +5,6 @@ worker pool over the sandbox (N CPU jobs, or one job per GPU), each result recor
 """
 from __future__ import annotations
 
-import importlib.metadata
 import platform
 import queue
 import threading
@@ -15,7 +14,7 @@ from pathlib import Path
 from grader import __version__
 from grader.batch import GradeOptions, infrastructure_result
 from grader.intake import Submission
-from grader.jobcache import reference_dir
+from grader.jobcache import installed_version, reference_dir
 from grader.judge import JudgeContext
 from grader.pipeline import Batch, grade_submission, write_artifacts
 from grader.prepare import prepare_job
@@ -27,16 +26,8 @@ from grader.shapes import default_cache_dir
 __all__ = ["grade_fresh", "prepare_batch", "record_result"]
 
 
-def _torch_version() -> str:
-    """The installed torch's version, read from its metadata: this process never imports torch."""
-    try:
-        return importlib.metadata.version("torch")
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def _provenance(rubric: Rubric, dataset_hash: str, device: str) -> dict:
-    return {"grader_version": __version__, "torch_version": _torch_version(),
+    return {"grader_version": __version__, "torch_version": installed_version("torch"),
             "python_version": platform.python_version(), "device": device, "dataset_hash": dataset_hash,
             "seeds": {c.id: c.seed for c in rubric.checks}, "threads": rubric.threads}
 

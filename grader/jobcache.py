@@ -31,7 +31,7 @@ import grader
 from grader.rubric import Rubric
 from grader.sandbox.base import InfrastructureError
 
-__all__ = ["PREPARED", "cache_key", "reference_dir", "reuse_or_build"]
+__all__ = ["PREPARED", "cache_key", "installed_version", "reference_dir", "reuse_or_build"]
 
 PREPARED = "prepared"
 _VERSIONED = ("torch", "torchvision", "numpy")
@@ -45,11 +45,12 @@ def reference_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))).resolve()
 
 
-def _version(package: str) -> str:
+def installed_version(package: str) -> str:
+    """The installed package's version, read from its metadata (importing torch would cost seconds)."""
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
-        return "-"
+        return "not installed"
 
 
 def _sources(digest: "hashlib._Hash", root: Path) -> None:
@@ -62,7 +63,7 @@ def cache_key(rubric: Rubric, rubric_text: str, device: str) -> str | None:
     if rubric.dataset.kind != "embedded":
         return None
     digest = hashlib.sha256(f"{device}\0{platform.python_version()}\0".encode())
-    digest.update("\0".join(f"{p}={_version(p)}" for p in _VERSIONED).encode())
+    digest.update("\0".join(f"{p}={installed_version(p)}" for p in _VERSIONED).encode())
     digest.update(rubric_text.encode())
     _sources(digest, Path(grader.__file__).resolve().parent)
     _sources(digest, reference_dir())

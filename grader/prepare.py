@@ -53,6 +53,7 @@ def prepare_job(rubric: Rubric, *, job_dir: Path, host_dir: Path, cache_dir: Pat
     With a ``cache_dir``, a job of the embedded dataset is built once and copied from there afterwards
     (``grader.jobcache``: keyed by the rubric, the device, the grader's and the reference's source, versions)."""
     job_dir, host_dir = Path(job_dir).resolve(), Path(host_dir).resolve()
+    cache = Path(cache_dir).resolve() if cache_dir is not None else None
     text = _handover_text(rubric)
 
     def build(job: Path, host: Path) -> None:
@@ -60,15 +61,15 @@ def prepare_job(rubric: Rubric, *, job_dir: Path, host_dir: Path, cache_dir: Pat
         rubric_file.write_text(text, encoding="utf-8")
         argv = [sys.executable, "-m", "grader.prepare", "--rubric", str(rubric_file), "--job-dir", str(job),
                 "--host-dir", str(host), "--device", device]
-        if cache_dir is not None:
-            argv += ["--cache-dir", str(Path(cache_dir).resolve())]
+        if cache is not None:
+            argv += ["--cache-dir", str(cache)]
         _run_child(argv, timeout_s)
 
-    key = cache_key(rubric, text, device) if cache_dir is not None else None
+    key = cache_key(rubric, text, device) if cache is not None else None
     if key is None:
         build(job_dir, host_dir)
     else:
-        reuse_or_build(key, Path(cache_dir).resolve(), build, job_dir=job_dir, host_dir=host_dir)
+        reuse_or_build(key, cache, build, job_dir=job_dir, host_dir=host_dir)
     return _load_host_dir(rubric, job_dir, host_dir)
 
 
