@@ -309,16 +309,18 @@ def test_stages_of_a_submission_share_its_container_but_nothing_outlives_a_stage
 def test_a_stage_in_the_container_starts_with_what_training_imports_lazily_already_imported(
         box: DockerSandbox, tmp_path: Path) -> None:
     """torch._dynamo (imported by the first optimizer a process constructs, ~1 s) is imported by the
-    container's server, not by each training stage of the submission."""
+    container's server, not by each training stage of the submission. What it preloaded is frozen (gc.freeze):
+    a stage's full collections then skip it instead of copying the shared heap page by page."""
     request = _request(tmp_path, stage="import")
     (request.job_dir / "job.json").write_text(json.dumps({"threads": 1, "device": "cpu", "stages": {}}))
     (request.submission_dir / "segmentation.py").write_text(
-        "import sys\nprint('preloaded:', all(m in sys.modules for m in ('torch', 'torch._dynamo', 'torchvision')))\n")
+        "import gc, sys\nprint('preloaded:', all(m in sys.modules for m in ('torch', 'torch._dynamo', 'torchvision')),"
+        "'frozen:', gc.get_freeze_count() > 10000)\n")
     try:
         run = box.run(request)
     finally:
         box.end_submission(request.submission_dir)
-    assert run.stdout.strip() == "preloaded: True", run.stdout + run.stderr
+    assert run.stdout.strip() == "preloaded: True frozen: True", run.stdout + run.stderr
 
 
 @pytest.mark.docker

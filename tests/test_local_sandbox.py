@@ -94,18 +94,20 @@ def test_close_stops_the_fork_server_at_once(tmp_path: Path) -> None:
 
 def test_a_stage_starts_with_what_training_imports_lazily_already_imported(tmp_path: Path) -> None:
     """The first optimizer a process constructs imports torch._dynamo (~1 s): the fork server imports it
-    once, so the overfit and train stages of every submission do not each pay it."""
+    once, so the overfit and train stages of every submission do not each pay it. What it preloaded is
+    frozen (gc.freeze): a stage's full collections then skip it instead of copying the shared heap page by page."""
     request = _request(tmp_path)
     (request.job_dir / "job.json").write_text(json.dumps({"threads": 1, "device": "cpu", "stages": {}}))
     (request.submission_dir / "segmentation.py").write_text(
-        "import sys\nprint('preloaded:', all(m in sys.modules for m in ('torch', 'torch._dynamo', 'torchvision')))\n")
+        "import gc, sys\nprint('preloaded:', all(m in sys.modules for m in ('torch', 'torch._dynamo', 'torchvision')),"
+        "'frozen:', gc.get_freeze_count() > 10000)\n")
     sandbox = LocalSandbox()
     try:
         sandbox.warm_up(1)
         run = sandbox.run(request)
     finally:
         sandbox.close()
-    assert run.stdout.strip() == "preloaded: True", run.stdout + run.stderr
+    assert run.stdout.strip() == "preloaded: True frozen: True", run.stdout + run.stderr
 
 
 def test_a_sandbox_that_cannot_start_is_an_infrastructure_error(tmp_path: Path) -> None:
