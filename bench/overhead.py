@@ -3,7 +3,7 @@ server per stage; docker: the submission's container) vs running the same stages
 one Python process, with the same job, threads and seeds, judged the same way (goal: end to end <= 1.10x direct
 with the local sandbox, <= 1.15x with Docker).
 
-Usage: python bench/overhead.py [--rubric rubric.yaml] [--rounds 3] [--sandbox local|docker]
+Usage: python bench/overhead.py [--rubric rubric.yaml] [--rounds 3] [--sandbox local|docker] [--threads N]
 Both sides share what is built once per batch, not per submission: the job folder, the expected outputs
 and, for the sandbox, its fork server with torch imported. The difference is what each submission pays for
 its isolation: a fork and a confinement per stage, the submission imported per stage, torch's per-process
@@ -14,10 +14,14 @@ each round, judged by the same judge:
           it pays torch's first-use warm-up once, the sandbox once per stage);
   warm  — stricter: in this process, which already ran them once (no warm-up left at all).
 The server's start (once per batch, overlapping the job's preparation) is measured and printed on its own.
+``--threads N`` replaces the rubric's torch threads: with fewer threads than cores, what the sandbox runs
+beside a stage (Docker's next spare container importing torch) has a core of its own, as on a machine with
+more cores than a job's threads.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import statistics
@@ -150,12 +154,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median ratio is the figure")
     parser.add_argument("--sandbox", choices=("local", "docker"), default="local",
                         help="docker: the test image (one container per submission, started inside the clock)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per stage (default: the rubric's)")
     parser.add_argument("--fresh-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.fresh_child:
         _fresh_child(*json.loads(args.fresh_child))
         return
     rubric = load_rubric(args.rubric)
+    if args.threads is not None:
+        rubric = dataclasses.replace(rubric, threads=args.threads)
     rounds, started = [], None
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         work = Path(tmp)
