@@ -7,7 +7,8 @@
 #   env: OUT (results; default /tmp/gpu-check), PYTHON (default python3), IMAGE (docker image; default
 #        seg-autograder:latest, else the local test image), BUILD=1 (build the production image if missing),
 #        STAGE_TIMEOUT_S (per grade command; default 540), BENCH=1 (then the CPU benchmarks pinned to two
-#        cores: BENCH_CORES, default 0,1; BENCH_TIMEOUT_S each, default 240).
+#        cores: BENCH_CORES, default 0,1; BENCH_TIMEOUT_S each, default 240; BENCHES, the scripts and their
+#        arguments separated by ';', default "overhead.py --rounds 3;scaling.py;regrade.py").
 set -uo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -115,7 +116,8 @@ fi
 # so that "-j 2 on 2 cores" means the same as on the development machine; each bounded by BENCH_TIMEOUT_S.
 if [ "${BENCH:-0}" = 1 ]; then
   CORES="${BENCH_CORES:-0,1}"
-  for bench in "scaling.py" "overhead.py --rounds 3" "regrade.py"; do
+  IFS=';' read -r -a benches <<< "${BENCHES:-overhead.py --rounds 3;scaling.py;regrade.py}"
+  for bench in "${benches[@]}"; do
     section "bench/$bench (taskset -c $CORES)"
     # shellcheck disable=SC2086 # the bench's arguments are words
     timeout "${BENCH_TIMEOUT_S:-240}" taskset -c "$CORES" "$VPY" bench/$bench || echo "bench/$bench: exit code $?"
