@@ -83,15 +83,26 @@ def reuse_or_build(key: str, cache_dir: Path, build: Callable[[Path, Path], None
         building = Path(tempfile.mkdtemp(prefix=".building-", dir=entries))
         try:
             build(building / "job", building / "host")
-            try:
-                os.rename(building, entry)
-            except OSError:  # another grader published the same entry first (or a stale one is in the way)
-                if not (entry / "host" / "host.json").is_file():
-                    shutil.rmtree(entry, ignore_errors=True)
-                    os.rename(building, entry)
+            _publish(building, entry)
         finally:
             shutil.rmtree(building, ignore_errors=True)
     for source, target in ((entry / "job", job_dir), (entry / "host", host_dir)):
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(source, target)
     os.chmod(host_dir, 0o700)
+
+
+def _publish(building: Path, entry: Path) -> None:
+    """Rename the built folder to ``entry``, unless another grader published a whole entry first. A stale
+    folder in the way (a half entry: no host.json) is removed; another grader may publish in between, so
+    this looks again after every failed rename."""
+    for _ in range(3):
+        try:
+            os.rename(building, entry)
+            return
+        except OSError:
+            if (entry / "host" / "host.json").is_file():  # theirs is as good as ours
+                return
+            shutil.rmtree(entry, ignore_errors=True)
+    raise InfrastructureError(f"cannot publish the prepared job in {entry}: something keeps a folder there; "
+                              f"delete {entry.parent} and grade again")

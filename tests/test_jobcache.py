@@ -7,8 +7,10 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from grader.jobcache import PREPARED, cache_key
+from grader import jobcache
+from grader.jobcache import PREPARED, cache_key, reuse_or_build
 from grader.prepare import prepare_job
 from grader.rubric import Rubric, parse_rubric, rubric_yaml
 
@@ -91,3 +93,41 @@ def test_a_job_from_the_cache_equals_one_prepared_without_a_cache(tmp_path: Path
                     cache_dir=tmp_path / "cache")
         assert _files(tmp_path / "plain" / "job") == _files(tmp_path / name / "job")
         assert _files(tmp_path / "plain" / "host") == _files(tmp_path / name / "host")
+
+
+def _fake_build(tag: str):
+    def build(job: Path, host: Path) -> None:
+        for folder in (job, host):
+            folder.mkdir(parents=True)
+        (job / "built-by").write_text(tag)
+        (host / "host.json").write_text("{}")  # last, as the preparation writes it
+    return build
+
+
+def test_a_stale_folder_in_the_way_is_replaced_even_when_another_grader_publishes_meanwhile(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two graders find the same half entry: both remove it, one renames first; the other's rename then
+    fails on a whole entry, which it keeps instead of failing the batch."""
+    cache, key = tmp_path / "cache", "k"
+    entry = cache / PREPARED / key
+    (entry / "job" / "half").mkdir(parents=True)  # stale: no host/host.json
+    real_rmtree = jobcache.shutil.rmtree
+
+    def rmtree_then_the_other_grader_publishes(path, ignore_errors=False):
+        real_rmtree(path, ignore_errors=ignore_errors)
+        if Path(path) == entry:
+            _fake_build("other")(entry / "job", entry / "host")
+
+    monkeypatch.setattr(jobcache.shutil, "rmtree", rmtree_then_the_other_grader_publishes)
+    reuse_or_build(key, cache, _fake_build("us"), job_dir=tmp_path / "job", host_dir=tmp_path / "host")
+    assert (tmp_path / "job" / "built-by").read_text() == "other" and (tmp_path / "host" / "host.json").is_file()
+    assert [p.name for p in (cache / PREPARED).iterdir()] == [key]  # our temporary folder is gone
+
+
+def test_an_entry_that_cannot_be_published_is_an_infrastructure_error_naming_the_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "cache"
+    (cache / PREPARED / "k" / "job" / "half").mkdir(parents=True)
+    monkeypatch.setattr(jobcache.shutil, "rmtree", lambda path, ignore_errors=False: None)  # cannot remove it
+    with pytest.raises(jobcache.InfrastructureError, match="delete .*prepared"):
+        reuse_or_build("k", cache, _fake_build("us"), job_dir=tmp_path / "job", host_dir=tmp_path / "host")
