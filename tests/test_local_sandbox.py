@@ -187,3 +187,12 @@ def test_sandbox_dies_with_the_grader(tmp_path: Path) -> None:
     grader.wait()
     time.sleep(2)
     assert subprocess.run(["pgrep", "-f", pattern], capture_output=True).stdout == b""
+
+
+def test_a_request_that_would_show_a_hidden_path_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    """Both ways round: a hidden folder inside a shown one, and a shown folder inside a hidden one."""
+    request = _request(tmp_path, hidden_paths=(tmp_path / "submission" / "answers",))
+    with pytest.raises(InfrastructureError, match="exposes hidden path"):
+        LocalSandbox().run_argv(["/bin/true"], request)
+    with pytest.raises(InfrastructureError, match="exposes hidden path"):
+        LocalSandbox().run_argv(["/bin/true"], _request(tmp_path, hidden_paths=(tmp_path,)))

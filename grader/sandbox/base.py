@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 __all__ = ["SandboxRequest", "SandboxRun", "Sandbox", "InfrastructureError", "runner_args", "runner_argv", "OOM_SIGNS",
-           "says_out_of_memory", "share_with_sandbox", "DEVICE_LINE", "runner_device"]
+           "refuse_hidden", "says_out_of_memory", "share_with_sandbox", "DEVICE_LINE", "runner_device"]
 
 # What an allocation failure says in Python / PyTorch (an rlimit makes allocations fail instead of killing).
 OOM_SIGNS = ("can't allocate memory", "MemoryError", "Cannot allocate memory", "out of memory")
@@ -129,3 +129,14 @@ def _make_readable(root: Path) -> None:
                     os.chmod(path, mode | bits)
                 except OSError as exc:
                     raise InfrastructureError(f"cannot make {path} readable for the sandbox: {exc}") from exc
+
+
+def refuse_hidden(shown: list[Path], hidden: tuple[Path, ...]) -> None:
+    """Refuse (as infrastructure: a misplaced folder is the grader's fault) to show the sandbox any path that
+    holds a hidden one (reference/, the labels, the cache, the results) or lies inside one."""
+    for path in (Path(p).resolve() for p in shown):
+        for secret in (Path(h).resolve() for h in hidden):
+            if path.is_relative_to(secret) or secret.is_relative_to(path):
+                raise InfrastructureError(f"refusing to show {path} to the sandbox: it exposes hidden path "
+                                          f"{secret}; keep the results, the cache and reference/ apart from the "
+                                          "job, submission and scratch folders")

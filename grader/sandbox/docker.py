@@ -30,7 +30,8 @@ import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
-from grader.sandbox.base import InfrastructureError, SandboxRequest, SandboxRun, runner_argv, share_with_sandbox
+from grader.sandbox.base import (InfrastructureError, SandboxRequest, SandboxRun, refuse_hidden, runner_argv,
+                                 share_with_sandbox)
 from grader.sandbox.docker_session import SESSION_ISOLATION, SubmissionContainer
 
 __all__ = ["DockerSandbox", "BindMount", "connect", "docker_sandbox_for_cli", "cleanup_leftovers",
@@ -44,8 +45,8 @@ ISOLATION = ("docker: network none, read-only root, non-root uid, no capabilitie
 _INSIDE = {"job": "/job", "out": "/out", "submission": "/submission"}
 _PASSTHROUGH_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # old OpenBLAS crashes on some CPUs without them
 _MARKER_RESERVE = 64  # room kept for the "bytes dropped" marker so the text stays within the limit
-_PUMP_GRACE_S = 10.0
-MAX_SPARES = 2  # warm blank containers kept per job, GPU and thread count (each holds torch imported)  # how long to wait for the output stream to drain after the container ended
+_PUMP_GRACE_S = 10.0  # how long to wait for the output stream to drain after the container ended
+MAX_SPARES = 2  # warm blank containers kept per job, GPU and thread count (each holds torch imported)
 
 _LIVE: dict[str, Any] = {}  # container id -> low-level API client; removed by the hooks below
 _LIVE_LOCK = threading.Lock()
@@ -199,10 +200,6 @@ def _pump(stream: Any, out: _HeadTail, err: _HeadTail) -> None:
                 err.add(stderr_chunk)
 
 
-def _inside(path: Path, parent: Path) -> bool:
-    return path == parent or parent in path.parents
-
-
 class DockerSandbox:
     """Runs each stage in a fresh hardened container from ``image``; see the module docstring."""
 
@@ -346,12 +343,8 @@ class DockerSandbox:
         """Refuse (as infrastructure) a request that would mount a hidden path or an unknown GPU."""
         if request.gpu is not None and self.gpus and request.gpu not in self.gpus:
             raise InfrastructureError(f"GPU {request.gpu!r} was assigned but this engine offers {self.gpus}")
-        shown = [request.job_dir, request.submission_dir, request.out_dir, *extra_shown]
-        shown += [Path(m.source) for m in self.extra_mounts]
-        for path in (Path(p).resolve() for p in shown):
-            for hidden in (Path(h).resolve() for h in request.hidden_paths):
-                if _inside(path, hidden) or _inside(hidden, path):
-                    raise InfrastructureError(f"refusing to mount {path}: it exposes hidden path {hidden}")
+        refuse_hidden([request.job_dir, request.submission_dir, request.out_dir, *extra_shown,
+                       *(Path(m.source) for m in self.extra_mounts)], request.hidden_paths)
 
     def _mounts(self, request: SandboxRequest) -> list[Mount]:
         binds = [BindMount(request.job_dir, _INSIDE["job"]), BindMount(request.out_dir, _INSIDE["out"], False),

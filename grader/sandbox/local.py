@@ -18,7 +18,7 @@ import threading
 from concurrent.futures import Future
 from pathlib import Path
 
-from grader.sandbox.base import (InfrastructureError, SandboxRequest, SandboxRun, runner_args,
+from grader.sandbox.base import (InfrastructureError, SandboxRequest, SandboxRun, refuse_hidden, runner_args,
                                  says_out_of_memory, share_with_sandbox)
 from grader.sandbox.forkclient import ForkServerClient, run_stage
 
@@ -114,7 +114,7 @@ class LocalSandbox:
                 tempfile.TemporaryDirectory(prefix="seg-root-") as root_dir:
             os.chmod(scratch, 0o777)
             settings = self._confine_config(request, scratch, root_dir)
-            _refuse_exposed_secrets(settings["expose"], request.hidden_paths)
+            refuse_hidden([path for path, _ in settings["expose"]], request.hidden_paths)
             return self._spawn({"config": settings, **what}, request)
 
     def _confine_config(self, request: SandboxRequest, scratch: str, root_dir: str) -> dict:
@@ -176,15 +176,6 @@ def _launcher() -> None:
             done.set_result(subprocess.Popen(argv, **popen))
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             done.set_exception(exc)
-
-
-def _refuse_exposed_secrets(expose: list, hidden: tuple[Path, ...]) -> None:
-    """The allow-list root shows only what is exposed: a hidden path must not lie inside any of it."""
-    for path, _ in expose:
-        for secret in hidden:
-            if Path(secret).resolve().is_relative_to(Path(path).resolve()):
-                raise InfrastructureError(f"{secret} (hidden from students) lies inside {path}, which the "
-                                          "sandbox must show; move the results / cache / reference elsewhere")
 
 
 def _traversable_parents(path: Path) -> None:
