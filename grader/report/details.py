@@ -44,9 +44,7 @@ def _float(value: Any) -> float | None:
 
 
 @dataclass(frozen=True)
-class UnitView:
-    cases: int | None
-    failed: int | None
+class UnitView:  # how many cases failed is in the check's message
     case: str | None  # name of the smallest failing case
     args: tuple[tuple[str, str], ...]
     shapes: tuple[tuple[str, str], ...]
@@ -65,7 +63,7 @@ def unit_view(details: dict[str, Any]) -> UnitView:
     shapes = tuple((str(k), json_text(v)) for k, v in (failure.get("shapes") or {}).items())
     error = failure.get("max_abs_error")
     return UnitView(
-        cases=details.get("cases"), failed=details.get("failed"), case=failure.get("case"),
+        case=failure.get("case"),
         args=args, shapes=shapes, max_abs_error=None if error is None else fmt(float(error)),
         expected=_opt_text(failure.get("expected")), got=_opt_text(failure.get("got")),
         error=_opt_text(failure.get("error")), hint=_opt_text(details.get("hint")),
