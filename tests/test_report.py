@@ -5,6 +5,7 @@ import base64
 import io
 import json
 import re
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -206,3 +207,26 @@ def test_only_changed_skips_reports_whose_inputs_did_not_change(tmp_path: Path) 
     assert len(render_all(out, released=True, only_changed=True)) == 3  # the release flag changes every page
     (out / "summary.json").write_text('{"students": []}')  # what grade_all writes: the summary is redrawn
     assert render_all(out, released=True, only_changed=True) == [out / "index.html"]
+
+
+def test_a_change_of_the_renderer_redraws_every_page_of_an_unchanged_class(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A grader upgrade that changes a template must not leave old pages behind a regrade that skips every
+    submission: the renderer's source is one of each page's inputs."""
+    from grader.report import folder
+
+    copy = tmp_path / "report-package"
+    shutil.copytree(Path(folder.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    before = folder.renderer_digest.__wrapped__(copy)
+    assert before == folder.renderer_digest.__wrapped__(copy) == folder.renderer_digest()
+    template = copy / "templates" / "checks.html.j2"
+    template.write_text(template.read_text() + "\n")
+    assert folder.renderer_digest.__wrapped__(copy) != before
+    out = tmp_path / "out"
+    for student in (PASSING, INFRA):
+        write_result(out / student, sample_result(student))
+    render_all(out, only_changed=True)
+    assert render_all(out, only_changed=True) == []
+    changed = folder.renderer_digest.__wrapped__(copy)
+    monkeypatch.setattr(folder, "renderer_digest", lambda: changed)
+    assert len(render_all(out, only_changed=True)) == 3  # both reports and the summary

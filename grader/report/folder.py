@@ -5,17 +5,28 @@ views (nor matplotlib) until a page must be drawn, so that regrade costs the int
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
 from grader.report.collect import Unreadable, student_dirs
 
-__all__ = ["render_all"]
+__all__ = ["render_all", "renderer_digest"]
+
+
+@functools.lru_cache(maxsize=None)
+def renderer_digest(root: Path = Path(__file__).resolve().parent) -> str:
+    """The source of the pages' drawing (this package's code, templates and style): a grader upgrade that
+    changes how pages look redraws them on the next run, even for an unchanged class."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".j2", ".css") and p.is_file()):
+        digest.update(f"{path.relative_to(root)}\0".encode() + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def _inputs_digest(student_dir: Path, released: bool) -> str:
-    """What a report is made from: result.json, the artefacts, the release flag."""
-    digest = hashlib.sha256(f"released={released}".encode())
+    """What a report is made from: result.json, the artefacts, the release flag, the renderer's source."""
+    digest = hashlib.sha256(f"released={released}\0{renderer_digest()}".encode())
     for path in [student_dir / "result.json", *sorted((student_dir / "artifacts").glob("*.npz"))]:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
@@ -31,14 +42,15 @@ def render_all(out_dir: Path, *, released: bool = False, only_changed: bool = Fa
 
     One broken folder (unreadable result.json, a report that fails to render) is listed on the
     summary with its reason and does not stop the others. Returns the pages written, summary last.
-    ``only_changed`` skips a report whose inputs (result.json, artefacts, release flag) are unchanged
+    ``only_changed`` skips a report whose inputs (result.json, artefacts, release flag, the renderer's
+    source) are unchanged
     since it was rendered, and the summary when none of them nor summary.json changed: a regrade of an
     unchanged class then draws nothing (the summary keeps the time it was generated at).
     """
     out_dir = Path(out_dir)
     written: list[Path] = []
     failures: list[Unreadable] = []
-    index_inputs = hashlib.sha256(f"released={released}".encode())
+    index_inputs = hashlib.sha256(f"released={released}\0{renderer_digest()}".encode())
     for student_dir in student_dirs(out_dir):
         try:
             digest = _inputs_digest(student_dir, released) if (student_dir / "result.json").exists() else ""
