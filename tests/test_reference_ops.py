@@ -30,8 +30,8 @@ def _random_config(rng: random.Random) -> dict:
         cfg = dict(n=rng.randint(1, 3), c_in=rng.randint(1, 4), c_out=rng.randint(1, 4), k=k, stride=s,
                    padding=rng.randint(0, k - 1), output_padding=rng.randint(0, s - 1),  # op < stride
                    h=rng.randint(1, 7), w=rng.randint(1, 7), bias=rng.random() < 0.5)
-        size = lambda n: (n - 1) * s - 2 * cfg["padding"] + k + cfg["output_padding"]  # noqa: E731
-        if size(cfg["h"]) >= 1 and size(cfg["w"]) >= 1:
+        crop = k - 2 * cfg["padding"] + cfg["output_padding"]  # output size = (n - 1) * stride + crop
+        if (cfg["h"] - 1) * s + crop >= 1 and (cfg["w"] - 1) * s + crop >= 1:
             return cfg
 
 

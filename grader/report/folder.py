@@ -14,8 +14,11 @@ from grader.report.collect import Unreadable, student_dirs
 __all__ = ["render_all", "renderer_digest"]
 
 
-@functools.lru_cache(maxsize=None)
-def renderer_digest(root: Path = Path(__file__).resolve().parent) -> str:
+_PACKAGE = Path(__file__).resolve().parent
+
+
+@functools.cache
+def renderer_digest(root: Path = _PACKAGE) -> str:
     """The source of the pages' drawing (this package's code, templates and style): a grader upgrade that
     changes how pages look redraws them on the next run, even for an unchanged class."""
     digest = hashlib.sha256()
