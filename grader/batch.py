@@ -58,10 +58,15 @@ def infrastructure_result(rubric: Rubric, sub: Submission, exc: Exception) -> Su
                             provenance={"grader_version": __version__, "submission_hash": sub.content_hash})
 
 
-def grade_all(paths: Sequence[Path], *, rubric: Rubric, sandbox: Sandbox, options: GradeOptions) -> list[SubmissionResult]:
+def grade_all(paths: Sequence[Path], *, rubric: Rubric, sandbox: Sandbox | Callable[[], Sandbox],
+              options: GradeOptions) -> list[SubmissionResult]:
+    """Grade what is not up to date under ``options.out_dir``. ``sandbox``: the engine, or a function that
+    makes it, called only when something needs grading (an unchanged regrade then neither imports the engine
+    nor connects to Docker, so it works while the daemon is down)."""
     out = options.out_dir.resolve()
     out.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="seg-grader-"))
+    engine: Sandbox | None = sandbox if hasattr(sandbox, "run") else None
     try:
         entries = discover([Path(p) for p in paths], workdir=scratch / "intake")
         if options.on_total:
@@ -70,9 +75,11 @@ def grade_all(paths: Sequence[Path], *, rubric: Rubric, sandbox: Sandbox, option
         if todo:  # the job, the sandbox and numpy only when something needs grading: an unchanged regrade
             from grader.grading import grade_fresh  # is the interpreter's start and little else
 
-            results += grade_fresh(todo, rubric=rubric, sandbox=sandbox, options=options, scratch=scratch)
+            engine = engine or sandbox()
+            results += grade_fresh(todo, rubric=rubric, sandbox=engine, options=options, scratch=scratch)
     finally:
-        sandbox.close()  # spare containers, fork servers: the batch is over
+        if engine is not None:
+            engine.close()  # spare containers, fork servers: the batch is over
         shutil.rmtree(scratch, ignore_errors=True)
     results.sort(key=lambda r: r.student)
     write_json_atomic(out / "summary.json", _summary(rubric, results))

@@ -84,7 +84,7 @@ def _grade(args: argparse.Namespace, rubric: Rubric, paths: list[Path], out: Pat
                                cache_dir=args.cache_dir, progress=progress.update, on_total=progress.start,
                                on_begin=progress.begin,
                                engine=getattr(args, "engine", "local"), ray_address=getattr(args, "address", None))
-        return grade_all(paths, rubric=rubric, sandbox=_make_sandbox(args), options=options)
+        return grade_all(paths, rubric=rubric, sandbox=lambda: _make_sandbox(args), options=options)
 
 
 def _render(out: Path, *, released: bool = False, only_changed: bool = False) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -81,12 +82,15 @@ import json, sys
 from grader.cli import main
 code = main(sys.argv[1:])
 print(json.dumps({"code": code, "heavy": sorted(m for m in sys.modules
-                                                if m.split(".")[0] in ("numpy", "jinja2", "matplotlib", "torch"))}))
+                                                if m.split(".")[0] in ("numpy", "jinja2", "matplotlib", "torch")),
+                  "engines": sorted(m for m in sys.modules if m in ("grader.sandbox.local", "grader.sandbox.docker",
+                                                                    "docker"))}))
 """
 
 
-def test_an_unchanged_regrade_imports_neither_numpy_nor_jinja2(tmp_path: Path) -> None:
-    """Resuming a finished class costs the interpreter's start: no judge, no templates, no plots."""
+def test_an_unchanged_regrade_imports_neither_numpy_nor_jinja2_nor_a_sandbox_engine(tmp_path: Path) -> None:
+    """Resuming a finished class costs the interpreter's start: no judge, no templates, no plots, no engine
+    (so it works while the Docker daemon is down)."""
     (tmp_path / "class" / "bob").mkdir(parents=True)
     (tmp_path / "class" / "bob" / "segmentation.py").write_text(
         (REPO / "student_template" / "segmentation.py").read_text())
@@ -102,7 +106,22 @@ def test_an_unchanged_regrade_imports_neither_numpy_nor_jinja2(tmp_path: Path) -
     assert seen[0]["code"] == seen[1]["code"] == 0
     assert "numpy" in seen[0]["heavy"] and "jinja2" in seen[0]["heavy"]  # the first run graded and drew
     assert seen[1]["heavy"] == [], f"the unchanged regrade imported {seen[1]['heavy'][:5]}"
+    assert seen[0]["engines"] == ["grader.sandbox.local"] and seen[1]["engines"] == []  # no engine made at all
     assert len(list((tmp_path / "out").glob("*/report.html"))) == 1 and (tmp_path / "out" / "grades.csv").is_file()
+    # an unchanged class needs no engine: with Docker asked for and no daemon to be found, it still succeeds
+    env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"}
+    done = subprocess.run([sys.executable, "-c", _REGRADE_AND_SAY, *argv, "--sandbox", "docker"], check=False,
+                          cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    said = json.loads(done.stdout.splitlines()[-1])
+    assert said["code"] == 0 and said["engines"] == [], done.stderr
+    # while a class that needs grading says the daemon is missing (and grades nobody to zero)
+    (tmp_path / "class" / "bob" / "segmentation.py").write_text("# changed\n")
+    done = subprocess.run([sys.executable, "-c", _REGRADE_AND_SAY, *argv, "--sandbox", "docker"], check=False,
+                          cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert json.loads(done.stdout.splitlines()[-1])["code"] != 0, done.stdout + done.stderr
+    assert "Docker Engine not reachable" in done.stderr and "nothing was scored" in done.stderr
+    [kept] = (tmp_path / "out").glob("*/result.json")
+    assert json.loads(kept.read_text())["status"] == "graded"  # the earlier result stays, nobody got a zero
 
 
 def test_host_only_folder_is_hidden_from_the_sandbox(tmp_path: Path, unit_rubric: Rubric, cache_dir: Path) -> None:
