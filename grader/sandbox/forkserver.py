@@ -231,8 +231,9 @@ def _preload() -> None:
     for name in PRELOAD:
         try:
             importlib.import_module(name)
-        except ImportError:  # torchvision is optional
-            pass
+        except ImportError:  # torchvision is optional; anything else missing is the grader's fault, said now
+            if name != "torchvision":
+                raise
     # The preloaded objects are shared copy-on-write with every stage, until something writes to their
     # pages: a full collection in the stage writes into every tracked object's header, copying the whole
     # heap page by page (it cost a unit stage ~0.3 s). Frozen, the stages' collections skip them.
