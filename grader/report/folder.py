@@ -46,9 +46,8 @@ def render_all(out_dir: Path, *, released: bool = False, only_changed: bool = Fa
     One broken folder (unreadable result.json, a report that fails to render) is listed on the
     summary with its reason and does not stop the others. Returns the pages written, summary last.
     ``only_changed`` skips a report whose inputs (result.json, artefacts, release flag, the renderer's
-    source) are unchanged
-    since it was rendered, and the summary when none of them nor summary.json changed: a regrade of an
-    unchanged class then draws nothing (the summary keeps the time it was generated at).
+    source) are unchanged since it was rendered, and the summary when none of them nor summary.json changed:
+    a regrade of an unchanged class then draws nothing (the summary keeps the time it was generated at).
     """
     out_dir = Path(out_dir)
     written: list[Path] = []
