@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 from grader import __version__
 from grader.intake import Rejected, Submission, discover
+from grader.interrupts import aborting_on_signals
 from grader.results import SubmissionResult, read_result, write_json_atomic, write_result
 from grader.rubric import Rubric
 from grader.sandbox.base import Sandbox
@@ -67,16 +68,22 @@ def grade_all(paths: Sequence[Path], *, rubric: Rubric, sandbox: Sandbox | Calla
     out.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="seg-grader-"))
     engine: Sandbox | None = sandbox if hasattr(sandbox, "run") else None
-    try:
-        entries = discover([Path(p) for p in paths], workdir=scratch / "intake")
-        if options.on_total:
-            options.on_total(len(entries))
-        results, todo = _settled(entries, rubric, out, options)
-        if todo:  # the job, the sandbox and numpy only when something needs grading: an unchanged regrade
-            from grader.grading import grade_fresh  # is the interpreter's start and little else
 
-            engine = engine or sandbox()
-            results += grade_fresh(todo, rubric=rubric, sandbox=engine, options=options, scratch=scratch)
+    def abort() -> None:  # SIGTERM or Ctrl-C: kill what runs before the `finally` below closes the engine
+        if engine is not None:
+            engine.abort()
+
+    try:
+        with aborting_on_signals(abort):
+            entries = discover([Path(p) for p in paths], workdir=scratch / "intake")
+            if options.on_total:
+                options.on_total(len(entries))
+            results, todo = _settled(entries, rubric, out, options)
+            if todo:  # the job, the sandbox and numpy only when something needs grading: an unchanged regrade
+                from grader.grading import grade_fresh  # is the interpreter's start and little else
+
+                engine = engine or sandbox()
+                results += grade_fresh(todo, rubric=rubric, sandbox=engine, options=options, scratch=scratch)
     finally:
         if engine is not None:
             engine.close()  # spare containers, fork servers: the batch is over

@@ -130,3 +130,43 @@ def _timed_unchanged_regrade(setup: dict, stamps: dict) -> float:
     assert {r.student: r.score for r in again} == EXPECTED
     assert {s: _stamp(p) for s, p in _results(setup["out"]).items()} == stamps
     return elapsed
+
+
+def test_sigterm_mid_batch_is_a_clean_interruption(batch_setup: dict) -> None:
+    """SIGTERM (a scheduler, `timeout`) takes the Ctrl-C path: exit 130 with the resume message, the engine
+    aborted and closed, the scratch folder removed (the default action would leave it and exit -15)."""
+    write_quick_class(batch_setup["tmp"] / "slow", import_delay_s=30)  # each stage outlasts the signal
+    cmd = [*batch_setup["cmd"]]
+    cmd[cmd.index(str(batch_setup["tmp"] / "class"))] = str(batch_setup["tmp"] / "slow")
+    proc = subprocess.Popen(cmd, env=batch_setup["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _wait_for(lambda: _sandbox_processes(proc.pid) or proc.poll() is not None, 240)
+        assert proc.poll() is None, proc.communicate()
+        scratch = list((batch_setup["tmp"] / "tmp").glob("seg-grader-*"))
+        assert scratch, "no scratch folder found: the check below is void"
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "interrupted" in stderr
+    assert not [p for p in scratch if p.exists()], "the batch's `finally` did not run"
+    assert not _results(batch_setup["out"]), "an interrupted stage was recorded as a result"
+    assert _wait_for(lambda: not _sandbox_processes(proc.pid), 10, 0.2), _sandbox_processes(proc.pid)
+
+
+def test_signal_handlers_are_the_batch_s_only_while_it_runs() -> None:
+    from grader.interrupts import Terminated, aborting_on_signals
+
+    before, aborted = signal.getsignal(signal.SIGTERM), []
+    with pytest.raises(Terminated):
+        with aborting_on_signals(lambda: aborted.append(True)):
+            assert signal.getsignal(signal.SIGTERM) is not before
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises here, in the main thread
+    assert aborted == [True]
+    assert signal.getsignal(signal.SIGTERM) is before
+    with aborting_on_signals(lambda: aborted.append(False)):
+        pass  # a batch that ends normally aborts nothing
+    assert aborted == [True] and signal.getsignal(signal.SIGTERM) is before
