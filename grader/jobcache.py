@@ -9,7 +9,9 @@ only where it is a pure function of what the key holds:
 - the source of the ``grader`` package and of ``reference/`` (any edit of either is a new key);
 - the versions of Python, torch, torchvision and numpy (the reference's float results depend on them);
 - the dataset: only the EMBEDDED one is cached (generated from the rubric's parameters by the grader's own
-  code, already in the key); a real VOC root is prepared every time, since its files may change under it.
+  code, already in the key, and from the installation's evaluation secret, whose fingerprint is in the key
+  when the job reads the dataset: a new secret is a new entry); a real VOC root is prepared every time,
+  since its files may change under it.
 
 The cache lives in the dataset cache folder, which the sandbox never sees, owner-only. An entry is built in a
 temporary folder and renamed into place whole, so a crash never leaves half an entry and two graders that
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 import grader
+from grader.evalsecret import installation_secret, secret_fingerprint
 from grader.rubric import Rubric
 from grader.sandbox.base import InfrastructureError
 
@@ -35,6 +38,10 @@ __all__ = ["PREPARED", "cache_key", "installed_version", "reference_dir", "reuse
 
 PREPARED = "prepared"
 _VERSIONED = ("torch", "torchvision", "numpy")
+# Kinds whose inputs never come from the dataset; any other kind (a new one too) counts as reading it, so
+# its entry is keyed by the evaluation secret: the safe default.
+_NO_DATASET_KINDS = frozenset({"transpose_conv", "bilinear_kernel", "confusion_matrix", "mean_iou",
+                               "pixel_accuracy", "model_shapes"})
 
 
 def reference_dir() -> Path:
@@ -58,11 +65,20 @@ def _sources(digest: "hashlib._Hash", root: Path) -> None:
         digest.update(f"{path.relative_to(root)}\0{path.stat().st_size}\0".encode() + path.read_bytes())
 
 
-def cache_key(rubric: Rubric, rubric_text: str, device: str) -> str | None:
-    """The entry's name, or None when this job must not be reused (a real VOC root)."""
+def cache_key(rubric: Rubric, rubric_text: str, device: str, *, cache_dir: Path | None = None) -> str | None:
+    """The entry's name, or None when this job must not be reused (a real VOC root; a job that reads the
+    embedded dataset when no ``cache_dir`` names the evaluation secret it is drawn from)."""
     if rubric.dataset.kind != "embedded":
         return None
     digest = hashlib.sha256(f"{device}\0{platform.python_version()}\0".encode())
+    if any(c.kind not in _NO_DATASET_KINDS for c in rubric.checks):  # its eval split and hash depend on it
+        if cache_dir is None:
+            return None
+        try:
+            secret = installation_secret(Path(cache_dir))
+        except OSError as exc:  # the staff's key, not a student's doing: name the file, grade nobody
+            raise InfrastructureError(f"cannot read the evaluation secret: {exc}") from exc
+        digest.update(f"eval-secret={secret_fingerprint(secret)}\0".encode())
     digest.update("\0".join(f"{p}={installed_version(p)}" for p in _VERSIONED).encode())
     digest.update(rubric_text.encode())
     _sources(digest, Path(grader.__file__).resolve().parent)

@@ -3,13 +3,24 @@
 Six VOC classes each get a shape and a hue family; two pairs share overlapping hues (disc/ring,
 cross/square) so a net must look at shape, not only colour. Backgrounds are low-saturation smooth noise
 or stripes. Every object boundary (also where objects overlap, and the inside edge of a ring) is a 2-pixel
-void band of 255, as in VOC's SegmentationClass masks. Each image draws from its own numpy Generator
-seeded with (seed, split, index), so the files are byte-identical for a seed and an image does not change
-when the other split grows.
+void band of 255, as in VOC's SegmentationClass masks. Each image draws from its own numpy Generator, so
+an image does not change when the other split grows:
+
+- the TRAINING split from (seed, 0, index): the rubric's seed alone. It is public on purpose: its images and
+  masks are in every job folder anyway, and students may regenerate it to reproduce a run.
+- the EVALUATION (val) split, in the grader's cache (``embedded_voc_root``), from (HMAC-SHA256(installation
+  secret, generator version and seed), index): the secret is ``grader.evalsecret``'s per-installation key,
+  which the sandbox never sees. Knowing the generator and the rubric (its seed) is not enough to regenerate
+  the evaluation masks, so a ``train`` that rebuilds them instead of learning finds nothing to copy. The
+  cache folder is named after a digest of the derived val key (the secret's effect, never the secret), so a
+  new key makes a new folder. ``generate_embedded_voc`` without a secret draws val from (seed, 1, index): a
+  public set for tests and self-checks, never what the grader evaluates on.
 """
 from __future__ import annotations
 
 import colorsys
+import hashlib
+import hmac
 import os
 import shutil
 import tempfile
@@ -19,10 +30,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from grader.evalsecret import installation_secret
 from grader.voc import IGNORE_INDEX, VOC_CLASSES, voc_folder, voc_palette
 
 __all__ = ["GENERATOR_VERSION", "ShapeClass", "SHAPE_CLASSES", "render_example",
-           "generate_embedded_voc", "embedded_voc_root", "default_cache_dir"]
+           "val_key", "generate_embedded_voc", "embedded_voc_root", "default_cache_dir"]
 
 GENERATOR_VERSION = 1  # bump when the pictures change: it names the cache folder
 _HUE_JITTER = 15.0  # degrees; wide enough that the paired hue families overlap
@@ -168,18 +180,32 @@ def _write_pair(voc: Path, image_id: str, image: np.ndarray, mask: np.ndarray, p
     png.save(voc / "SegmentationClass" / f"{image_id}.png")
 
 
+def val_key(secret: bytes, seed: int) -> bytes:
+    """The evaluation split's 32-byte key: one-way from the installation secret, per seed and generator."""
+    message = f"seg-autograder embedded val split\0g{GENERATOR_VERSION}\0seed{seed}".encode()
+    return hmac.new(secret, message, hashlib.sha256).digest()
+
+
+def _rng(split_index: int, index: int, seed: int, key: bytes | None) -> np.random.Generator:
+    if split_index == 1 and key is not None:  # val: the key's 256 bits are the entropy, not the seed's
+        return np.random.default_rng([int.from_bytes(key, "big"), index])
+    return np.random.default_rng([seed, split_index, index])
+
+
 def generate_embedded_voc(root: Path, *, n_train: int = 240, n_val: int = 60, size: int = 64,
-                          seed: int = 0) -> Path:
-    """Write the shapes dataset under root/VOCdevkit/VOC2012 (JPEGImages, SegmentationClass, ImageSets)."""
+                          seed: int = 0, secret: bytes | None = None) -> Path:
+    """Write the shapes dataset under root/VOCdevkit/VOC2012 (JPEGImages, SegmentationClass, ImageSets).
+    With ``secret`` the val split is drawn from ``val_key(secret, seed)``, else from the seed (public)."""
     voc = voc_folder(root)
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (voc / sub).mkdir(parents=True, exist_ok=True)
     palette = voc_palette().ravel().tolist()
+    key = val_key(secret, seed) if secret is not None else None
     ids: dict[str, list[str]] = {}
     for split_index, (split, count) in enumerate((("train", n_train), ("val", n_val))):
         ids[split] = [f"shapes_{split}_{i:05d}" for i in range(count)]
         for i, image_id in enumerate(ids[split]):
-            image, mask = render_example(np.random.default_rng([seed, split_index, i]), size)
+            image, mask = render_example(_rng(split_index, i, seed, key), size)
             _write_pair(voc, image_id, image, mask, palette)
     ids["trainval"] = ids["train"] + ids["val"]
     for split, names in ids.items():
@@ -195,15 +221,18 @@ def default_cache_dir() -> Path:
 
 def embedded_voc_root(*, cache_dir: Path | None = None, n_train: int = 240, n_val: int = 60,
                       size: int = 64, seed: int = 0) -> Path:
-    """The embedded dataset's root (the folder containing VOCdevkit), generated once per parameters."""
+    """The embedded dataset's root (the folder containing VOCdevkit), generated once per parameters and
+    installation secret (read from, or created in, the cache folder: trusted callers only)."""
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    final = cache / f"embedded-voc-g{GENERATOR_VERSION}-train{n_train}-val{n_val}-size{size}-seed{seed}"
+    secret = installation_secret(cache)
+    effect = hashlib.sha256(b"folder\0" + val_key(secret, seed)).hexdigest()[:12]  # not the key: a digest
+    final = cache / f"embedded-voc-g{GENERATOR_VERSION}-train{n_train}-val{n_val}-size{size}-seed{seed}-eval{effect}"
     if final.is_dir():  # only ever created by the atomic rename below, so it is complete
         return final
     cache.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=cache))
     try:
-        generate_embedded_voc(tmp, n_train=n_train, n_val=n_val, size=size, seed=seed)
+        generate_embedded_voc(tmp, n_train=n_train, n_val=n_val, size=size, seed=seed, secret=secret)
         os.rename(tmp, final)
     except OSError:
         if not final.is_dir():

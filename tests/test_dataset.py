@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from grader import shapes
+from grader.evalsecret import KEY_FILE
 from grader.dataset import (
     IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES, VOCDatasetMissing, dataset_hash, embedded_voc_root,
     generate_embedded_voc, load_split, make_loader, to_tensors, voc_palette,
@@ -230,7 +231,7 @@ def test_embedded_root_is_cached_under_the_env_dir(tmp_path: Path, monkeypatch: 
     assert first == second and first.parent == tmp_path / "cache"
     assert f"g{shapes.GENERATOR_VERSION}" in first.name and "seed0" in first.name
     assert (_voc(first) / "ImageSets" / "Segmentation" / "train.txt").stat().st_mtime_ns == stamp
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == [first.name]  # no temp dirs left
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted([first.name, KEY_FILE])  # no temp dirs
     assert load_split(first, "train")[1].shape == (2, 16, 16)
 
 
@@ -238,15 +239,16 @@ def test_embedded_root_uses_the_winner_when_it_loses_the_race(tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     real = shapes.generate_embedded_voc
 
-    def slow_loser(root: Path, **kw: int) -> Path:
+    def slow_loser(root: Path, **kw) -> Path:
         # another process finishes first, while this one is still generating
-        winner = tmp_path / f"embedded-voc-g{shapes.GENERATOR_VERSION}-train2-val1-size16-seed0"
+        winner = tmp_path / Path(root).name.split(".")[1]  # the temp folder is ".<final name>.<random>"
         real(winner, **kw)
         return real(root, **kw)
 
     monkeypatch.setattr(shapes, "generate_embedded_voc", slow_loser)
     root = embedded_voc_root(cache_dir=tmp_path, n_train=2, n_val=1, size=16)
-    assert root.name.startswith("embedded-voc-") and [p.name for p in tmp_path.iterdir()] == [root.name]
+    assert root.name.startswith("embedded-voc-")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([root.name, KEY_FILE])
     assert len(_ids(root, "train")) == 2
 
 
@@ -259,9 +261,10 @@ def test_concurrent_callers_agree(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert len(results) == 4 and len(set(results)) == 1
-    assert [p.name for p in tmp_path.iterdir()] == [results[0].name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([results[0].name, KEY_FILE])
+    secret = (tmp_path / KEY_FILE).read_bytes()
     assert dataset_hash(results[0]) == dataset_hash(generate_embedded_voc(tmp_path / "x", n_train=3,
-                                                                          n_val=1, size=16))
+                                                                          n_val=1, size=16, secret=secret))
 
 
 def test_default_generation_is_fast(tmp_path: Path) -> None:
