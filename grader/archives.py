@@ -31,6 +31,9 @@ MIB = 1024 * 1024
 # A high compression ratio only signals a bomb when the data is big: 100 KB of zeros compresses
 # 1000:1 and is harmless, so ratios are checked on entries (and totals) of at least this size.
 RATIO_MIN_BYTES = 1 * MIB
+# Folders per entry name: mkdir, os.walk and rmtree recurse once per level, so a name 1,500 folders deep
+# (3 KB, within PATH_MAX) would be a RecursionError on the host instead of a rejection.
+MAX_ENTRY_DEPTH = 32
 JUNK_DIRS = frozenset({"__MACOSX", "__pycache__", ".ipynb_checkpoints", ".git"})
 JUNK_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 _CHUNK = 64 * 1024
@@ -105,6 +108,9 @@ def entry_parts(raw: str) -> tuple[str, ...]:
     parts = tuple(p for p in name.split("/") if p not in ("", "."))
     if ".." in parts:
         raise UnpackError(f"entry {raw!r} points outside the archive ('..', a zip-slip attack)")
+    if len(parts) > MAX_ENTRY_DEPTH:
+        raise UnpackError(f"entry {raw[:60]!r}... is nested more than {MAX_ENTRY_DEPTH} folders deep; "
+                          "zip a shallow folder")
     return parts
 
 

@@ -10,7 +10,12 @@ original is never touched or run. OS litter (``__pycache__``, ``*.pyc``, ``.DS_S
 Policy on links: symlink entries in a ZIP reject the submission (``archives``); symlinks inside a
 submitted FOLDER are skipped, never followed, and listed in the notes.
 
-Nothing here raises for a bad submission: it becomes ``Rejected`` with a reason for the student.
+Nothing here raises for a bad submission: it becomes ``Rejected`` with a reason for the student. ``discover``
+holds a barrier per path and per student: whatever goes wrong with one entry (even a grader bug) becomes that
+entry's ``Rejected``; only a full disk (the grader's own fault) and interrupts go through.
+
+``single=True`` (Gradescope mode) takes every path as one student's own submission: never a class export, so
+no ``submission_metadata.yml`` is read and no Canvas name is parsed, and nothing outside the path is reached.
 """
 from __future__ import annotations
 
@@ -37,6 +42,7 @@ __all__ = ["IntakeLimits", "Submission", "Rejected", "prepare_submission", "disc
 ENTRY = "segmentation.py"
 MAX_ZIP_NESTING = 1  # a zip inside the submitted zip is fine; a zip inside that one is refused
 MAX_FOLDER_NESTING = 4  # single-child folders descended looking for segmentation.py
+MAX_TREE_DEPTH = 32  # folders inside a submitted folder (os.walk, mkdir and rmtree recurse per level)
 EXPECTED = ("expected segmentation.py at the top level (or inside a single folder), a single .py file, "
             "a Jupyter notebook (.ipynb), or a .zip of one of these")
 _OTHER_ARCHIVES = (".tar", ".gz", ".tgz", ".bz2", ".xz", ".rar", ".7z")
@@ -98,8 +104,8 @@ def _listing(folder: Path, limit: int = 12) -> str:
     """What a folder holds, for the rejection message (links shown, not followed)."""
     found: list[str] = []
     for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not is_junk((d,)))
         rel = Path(dirpath).relative_to(folder)
+        dirnames[:] = sorted(d for d in dirnames if not is_junk((d,))) if len(rel.parts) < 8 else []
         found += [(rel / f).as_posix() for f in sorted(filenames) if not is_junk((f,))]
         if len(found) > limit:
             break
@@ -162,6 +168,9 @@ def _collect(root: Path, budget: Budget, notes: list[str]) -> list[tuple[str, Pa
     total = 0
     for dirpath, dirnames, filenames in os.walk(root):  # os.walk never descends into linked dirs
         base = Path(dirpath)
+        if dirnames and len(base.relative_to(root).parts) >= MAX_TREE_DEPTH:
+            raise _Reject(f"the submission has folders nested more than {MAX_TREE_DEPTH} deep; "
+                          f"keep {ENTRY} and its helpers in a shallow folder")
         for name in sorted(dirnames + filenames):
             path, rel = base / name, (base / name).relative_to(root).as_posix()
             if is_junk((name,)) or (name in dirnames and not path.is_symlink()):
@@ -226,19 +235,31 @@ def _prepare(path: Path, *, student: str, source: str, workdir: Path, limits: In
     workdir.mkdir(parents=True, exist_ok=True)
     found: list[str] = list(notes)
     budget = limits.budget()
-    with tempfile.TemporaryDirectory(prefix=".stage-", dir=workdir) as stage:
-        try:
+    try:
+        with tempfile.TemporaryDirectory(prefix=".stage-", dir=workdir, ignore_cleanup_errors=True) as stage:
             root = _resolve(path, stage=Path(stage), budget=budget, depth=0, notes=found)
             clean, digest = _clean_copy(root, student=student, workdir=workdir, budget=limits.budget(),
                                         notes=found)
-        except (_Reject, UnpackError) as exc:
-            return Rejected(student=student, source=source, reason=str(exc))
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise  # the grader's disk, not the student's fault
-            why = f"{exc.strerror}: {Path(exc.filename).name}" if exc.strerror and exc.filename else str(exc)
-            return Rejected(student=student, source=source, reason=f"could not read the submission ({why})")
+    except (_Reject, UnpackError) as exc:
+        return Rejected(student=student, source=source, reason=str(exc))
+    except OSError as exc:
+        _reraise_disk_full(exc)
+        why = f"{exc.strerror}: {Path(str(exc.filename)).name}" if exc.strerror and exc.filename else str(exc)
+        return Rejected(student=student, source=source, reason=f"could not read the submission ({why})")
+    except Exception as exc:  # the barrier: one submission's oddity (or a grader bug) is its result only
+        return Rejected(student=student, source=source, reason=_unexpected(exc))
     return Submission(student=student, path=clean, content_hash=digest, source=source, notes=tuple(found))
+
+
+def _reraise_disk_full(exc: BaseException) -> None:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise exc  # the grader's disk, not the student's fault: the batch stops and is rerun
+
+
+def _unexpected(exc: BaseException) -> str:
+    what = " ".join(str(exc).split())[:300]
+    return (f"the grader could not take this submission in ({type(exc).__name__}{': ' if what else ''}{what}); "
+            f"submit a .zip of the folder holding {ENTRY}, and tell the course staff if this happens again")
 
 
 def prepare_submission(source: Path, *, student: str, workdir: Path,
@@ -276,10 +297,10 @@ def _is_one_submission(path: Path) -> bool:
     return _is_regular(path / ENTRY) or (len(kids) == 1 and _is_real_dir(kids[0]) and _is_regular(kids[0] / ENTRY))
 
 
-def _candidates(path: Path, *, stage: Path, limits: IntakeLimits) -> list[Candidate]:
+def _candidates(path: Path, *, stage: Path, limits: IntakeLimits, single: bool) -> list[Candidate]:
     if not os.path.lexists(path):
         return [Candidate(path.stem, None, str(path), problem=f"{path} does not exist")]
-    if path.is_symlink() or _is_one_submission(path):
+    if single or path.is_symlink() or _is_one_submission(path):
         name = path.parent.name if path.stem == "segmentation" else path.stem if path.is_file() else path.name
         return [Candidate(name, path, str(path))]
     if path.is_dir():
@@ -291,6 +312,24 @@ def _candidates(path: Path, *, stage: Path, limits: IntakeLimits) -> list[Candid
     archive = extract_class_zip(path, unpacked, new_budget=limits.budget)
     stray = [Candidate(path.stem, None, str(path), problem="; ".join(archive.stray))] if archive.stray else []
     return stray + class_candidates(unpacked, label=str(path), stage=stage, poisoned=archive.poisoned)
+
+
+def _guarded_candidates(path: Path, *, stage: Path, limits: IntakeLimits, single: bool) -> list[Candidate]:
+    """``_candidates`` behind the barrier: a path that cannot be read at all is one rejected entry."""
+    try:
+        return _candidates(path, stage=stage, limits=limits, single=single)
+    except Exception as exc:
+        _reraise_disk_full(exc)
+        reason = str(exc) if isinstance(exc, UnpackError) else _unexpected(exc)
+        return [Candidate(path.stem or "submission", None, str(path), problem=reason)]
+
+
+def _holds(folder: Path | None, inner: Path) -> bool:
+    """Whether ``inner`` lies inside ``folder`` (a link loop or an unreadable path: no)."""
+    try:
+        return folder is not None and inner.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):
+        return False
 
 
 def _unique_ids(cands: Sequence[Candidate]) -> list[tuple[str, Candidate]]:
@@ -308,15 +347,18 @@ def _unique_ids(cands: Sequence[Candidate]) -> list[tuple[str, Candidate]]:
     return out
 
 
-def discover(paths: Sequence[Path], *, workdir: Path,
-             limits: IntakeLimits = IntakeLimits()) -> list[Submission | Rejected]:
-    """Every submission in ``paths`` (single submissions or whole classes), sorted by student id."""
+def discover(paths: Sequence[Path], *, workdir: Path, limits: IntakeLimits = IntakeLimits(),
+             single: bool = False) -> list[Submission | Rejected]:
+    """Every submission in ``paths`` (single submissions or whole classes), sorted by student id.
+
+    ``single``: each path is one student's own submission, never read as a class export (Gradescope mode).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     results: list[Submission | Rejected] = []
-    with tempfile.TemporaryDirectory(prefix=".discover-", dir=workdir) as tmp:
-        cands = [c for p in paths for c in _candidates(Path(p), stage=Path(tmp), limits=limits)]
+    with tempfile.TemporaryDirectory(prefix=".discover-", dir=workdir, ignore_cleanup_errors=True) as tmp:
+        cands = [c for p in paths for c in _guarded_candidates(Path(p), stage=Path(tmp), limits=limits, single=single)]
         # A workdir kept inside the class folder is the grader's, not a student's.
-        cands = [c for c in cands if c.path is None or not workdir.resolve().is_relative_to(c.path.resolve())]
+        cands = [c for c in cands if not _holds(c.path, workdir)]
         for sid, cand in _unique_ids(cands):
             if cand.problem or cand.path is None:
                 results.append(Rejected(student=sid, source=cand.source, reason=cand.problem))

@@ -16,18 +16,23 @@ This module only decides *who* and *what*; unpacking and checking a submission i
 """
 from __future__ import annotations
 
+import errno
+import functools
+import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from grader.archives import is_junk
+from grader.safe_yaml import load_plain
 
 __all__ = ["METADATA", "Candidate", "class_candidates", "is_canvas_name", "visible_entries"]
 
@@ -120,17 +125,31 @@ def _canvas_person(root: Path, files: list[_CanvasFile], *, label: str, stage: P
     ignored = sorted(f.name for f in files if f not in chosen)
     notes = _ignored_note(ignored)
     notes += ("Canvas marked this submission late",) if any(f.late for f in chosen) else ()
-    source = f"{label}/{chosen[0].name}" if len(chosen) == 1 else f"{label}/{chosen[0].who}_*"
+    who, source = chosen[0].who, f"{label}/{chosen[0].name}" if len(chosen) == 1 else f"{label}/{chosen[0].who}_*"
+    # '.' and '..' name the folder itself or its parent: such a file cannot be gathered under its name.
+    unusable = [f for f in chosen if f.base in (".", "..")]
+    notes += tuple(f"dropped {f.name}: its original name {f.base!r} cannot be a file name; rename the file "
+                   "and resubmit if it was needed" for f in unusable)
+    chosen = [f for f in chosen if f not in unusable]
     problems = [bad[f.name] for f in chosen if f.name in bad]
+    if not chosen:
+        problems = [f"every file of this submission has an unusable name ({', '.join(f.name for f in unusable)}); "
+                    "submit segmentation.py again under that name"]
     if problems:
-        return Candidate(chosen[0].who, None, source, notes, problem="; ".join(problems))
+        return Candidate(who, None, source, notes, problem="; ".join(problems))
     if len(chosen) == 1:
-        return Candidate(chosen[0].who, root / chosen[0].name, source, notes)
+        return Candidate(who, root / chosen[0].name, source, notes)
     # Several files in one Canvas submission: gather them, under their original names, as a folder.
     folder = Path(tempfile.mkdtemp(prefix="canvas-", dir=stage))
     for f in chosen:
-        shutil.copyfile(root / f.name, folder / f.base)
-    return Candidate(chosen[0].who, folder, source, notes)
+        try:  # copyfile refuses FIFOs and devices; an unreadable file rejects this student only
+            shutil.copyfile(root / f.name, folder / f.base, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise  # the grader's disk, not the student's fault
+            return Candidate(who, None, source, notes,
+                             problem=f"{f.name} could not be read ({exc.strerror or exc}); submit it again")
+    return Candidate(who, folder, source, notes)
 
 
 def _ignored_note(ignored: list[str]) -> tuple[str, ...]:
@@ -140,74 +159,87 @@ def _ignored_note(ignored: list[str]) -> tuple[str, ...]:
 
 
 # ------------------------------------------------------------------------------------- Gradescope
-class _LenientLoader(yaml.SafeLoader):
-    """SafeLoader that reads unknown (e.g. ``!ruby/object``) tags as plain data, never as objects."""
+MAX_METADATA_BYTES = 16 * 1024 * 1024  # a class of thousands with long histories is a few MB
+_REEXPORT = (f"export the submissions from Gradescope again and grade that export (never edit {METADATA})")
 
 
-def _plain_node(loader: yaml.SafeLoader, _suffix: str, node: yaml.Node) -> Any:
-    if isinstance(node, yaml.MappingNode):
-        return loader.construct_mapping(node, deep=True)
-    if isinstance(node, yaml.SequenceNode):
-        return loader.construct_sequence(node, deep=True)
-    return loader.construct_scalar(node)
+def _read_bounded(path: Path, limit: int) -> bytes:
+    """A regular file's bytes: links not followed, never blocking (a FIFO), at most ``limit`` bytes."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("it is not a regular file")
+        if st.st_size > limit:
+            raise ValueError(f"it is {st.st_size / 2**20:.1f} MB, over the {limit / 2**20:g} MB limit")
+        return f.read(limit + 1)[:limit]
 
 
-_LenientLoader.add_multi_constructor("!", _plain_node)
+def _field(record: Mapping[str, Any], name: str) -> Any:
+    """A field of a record whose keys are Ruby symbols (':sid') or plain ('sid')."""
+    return record.get(f":{name}", record.get(name))
 
 
-def _unsymbol(data: Any) -> Any:
-    """Drop the leading ':' of Ruby-symbol keys, recursively (':sid' -> 'sid')."""
-    if isinstance(data, dict):
-        return {str(k).lstrip(":"): _unsymbol(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_unsymbol(v) for v in data]
-    return data
-
-
-def _read_metadata(path: Path) -> dict[str, Any]:
-    data = _unsymbol(yaml.load(path.read_text(encoding="utf-8"), Loader=_LenientLoader))
+def _read_metadata(path: Path) -> dict[str, dict[str, Any]]:
+    data = load_plain(_read_bounded(path, MAX_METADATA_BYTES).decode("utf-8"))
     if not isinstance(data, dict):
         raise ValueError("it is not a mapping of submission folders")
-    return {k: v if isinstance(v, dict) else {} for k, v in data.items()}
+    return {k.lstrip(":"): v if isinstance(v, dict) else {} for k, v in data.items()}
 
 
 def _submitters(record: Mapping[str, Any]) -> list[str]:
-    people = record.get("submitters") or []
+    people = _field(record, "submitters") or []
     ids = []
     for person in people if isinstance(people, list) else []:
-        if isinstance(person, dict):
-            found = [person.get(k) for k in ("sid", "email", "name") if person.get(k) not in (None, "")]
-            ids += [str(found[0])] if found else []
+        if isinstance(person, dict):  # only text counts as an id: a nested value is not one
+            found = [v for v in map(functools.partial(_field, person), ("sid", "email", "name"))
+                     if isinstance(v, str) and v.strip()]
+            ids += found[:1]
     return ids
 
 
-_TIMESTAMP = re.compile(r"^(\d{4}-\d\d-\d\d)[ T](\d\d:\d\d:\d\d)(\.\d{1,6})?\d*\s*(Z|[+-]\d\d:?\d\d)?$")
+_TIMESTAMP = re.compile(r"^(\d{4}-\d\d-\d\d)(?:[ T](\d\d:\d\d:\d\d)(\.\d{1,6})?\d*\s*(Z|[+-]\d\d:?\d\d)?)?$")
 
 
 def _parse_time(text: str) -> datetime | None:
-    """Gradescope's '2024-03-02 09:30:00.123456789 -08:00' (nanoseconds, spaced zone) or ISO 8601."""
+    """Gradescope's '2024-03-02 09:30:00.123456789 -08:00' (nanoseconds, spaced zone), ISO 8601 or a date."""
     m = _TIMESTAMP.match(text.strip())
     if not m:
         return None
     zone = (m[4] or "").replace("Z", "+00:00")
     zone = f"{zone[:3]}:{zone[-2:]}" if zone and ":" not in zone else zone
-    return datetime.fromisoformat(f"{m[1]}T{m[2]}{m[3] or ''}{zone}")
+    try:
+        return datetime.fromisoformat(f"{m[1]}T{m[2] or '00:00:00'}{m[3] or ''}{zone}")
+    except ValueError:  # shaped like a time, but month 13 or hour 25
+        return None
 
 
 def _when(value: Any) -> float:
     """``:created_at`` as seconds since the epoch (naive times taken as UTC); unknown is oldest."""
-    if isinstance(value, str):
-        value = _parse_time(value)
-    if isinstance(value, date) and not isinstance(value, datetime):
-        value = datetime(value.year, value.month, value.day)
-    if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
-    return float("-inf")
+    when = _parse_time(value) if isinstance(value, str) else None
+    if when is None:
+        return float("-inf")
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def _folder_number(folder: str) -> int:
-    digits = re.sub(r"\D", "", folder)
+    digits = re.sub(r"\D", "", folder)[:18]  # int() refuses thousands of digits; 18 order any real export
     return int(digits) if digits else -1
+
+
+def _key_problem(root: Path, key: str, names: list[str]) -> str:
+    """Why a metadata key cannot be graded ('' when it names a folder directly inside the export).
+
+    Keys are text from a file anyone could have edited: they are matched against the export's own
+    entries, never joined to a path first, so '../x', '/abs' or 'a/../..' cannot reach outside it.
+    """
+    plain = key not in ("", ".", "..") and not key.startswith(".") and not any(c in key for c in "/\\\0")
+    if plain and key != METADATA and key in names and (root / key).is_dir():
+        return ""
+    if plain and key not in names:
+        return f"{key} is listed in {METADATA} but missing from the export; {_REEXPORT}"
+    return (f"{METADATA} lists {key[:200]!r}, which is not a folder directly inside the export, so it was not "
+            f"graded; {_REEXPORT}")
 
 
 def _gradescope(root: Path, *, label: str, names: list[str], bad: Mapping[str, str]) -> list[Candidate]:
@@ -218,34 +250,44 @@ def _gradescope(root: Path, *, label: str, names: list[str], bad: Mapping[str, s
             raise ValueError(bad[METADATA])
         meta = _read_metadata(root / METADATA)
     except (OSError, UnicodeError, ValueError, yaml.YAMLError) as exc:
-        meta, general = {}, (f"{METADATA} could not be read ({exc}); student ids are folder names",)
+        why = " ".join(str(exc).split())[:300]
+        meta, general = {}, (f"{METADATA} could not be read ({why}); student ids are folder names. To use "
+                             f"Gradescope's ids, {_REEXPORT}",)
     rows: dict[str, list[tuple[float, int, str]]] = {}
     for folder in sorted(set(folders) | set(meta)):
         record = meta.get(folder, {})
         for person in _submitters(record) or [folder]:
-            key = (_when(record.get("created_at")), _folder_number(folder), folder)
+            key = (_when(_field(record, "created_at")), _folder_number(folder), folder)
             rows.setdefault(person, []).append(key)
-    return [_gradescope_person(root, person, sorted(keys), meta, label=label, bad=bad, general=general,
-                               listed=bool(meta)) for person, keys in sorted(rows.items())]
+    problems = {k: _key_problem(root, k, names) for k in meta}
+    return [_gradescope_person(root, person, sorted(keys), meta, problems, label=label, bad=bad, general=general)
+            for person, keys in sorted(rows.items())]
 
 
 def _gradescope_person(root: Path, person: str, keys: list[tuple[float, int, str]],
-                       meta: Mapping[str, Any], *, label: str, bad: Mapping[str, str],
-                       general: tuple[str, ...], listed: bool) -> Candidate:
-    folder = keys[-1][2]
+                       meta: Mapping[str, Any], problems: Mapping[str, str], *, label: str,
+                       bad: Mapping[str, str], general: tuple[str, ...]) -> Candidate:
+    usable = [k for k in keys if not problems.get(k[2]) and k[2] not in bad] or keys
+    folder = usable[-1][2]
     record = meta.get(folder, {})
-    notes = general + _ignored_note([k[2] for k in keys[:-1]])
+    ignored = [k[2] for k in keys if k[2] != folder]
+    refused = [k for k in ignored if problems.get(k) or k in bad]
+    notes = general + _ignored_note([k for k in ignored if k not in refused])
+    notes += tuple(f"not graded: {problems.get(k) or bad[k]}" for k in refused)
     others = [p for p in _submitters(record) if p != person]
     notes += (f"group submission with {', '.join(others)}",) if others else ()
-    history = record.get("history")
+    history = _field(record, "history")
     if isinstance(history, list) and history:
         notes += (f"Gradescope's history lists {len(history)} earlier submission(s), not in the export",)
-    if listed and folder not in meta:
+    created = _field(record, "created_at")
+    if created is not None and _when(created) == float("-inf"):
+        notes += (f"its :created_at: {str(created)[:60]!r} is not a date; among several submissions of one "
+                  "student the folder number decides",)
+    if meta and folder not in meta:
         notes += (f"{folder} is not listed in {METADATA}; the student id is the folder name",)
-    source = f"{label}/{folder}"
+    source = f"{label}/{folder[:200]}"
     if folder in bad:
         return Candidate(person, None, source, notes, problem=bad[folder])
-    if not (root / folder).exists():
-        return Candidate(person, None, source, notes,
-                         problem=f"{folder} is listed in {METADATA} but missing from the export")
+    if problems.get(folder):
+        return Candidate(person, None, source, notes, problem=problems[folder])
     return Candidate(person, root / folder, source, notes)

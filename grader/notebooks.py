@@ -31,7 +31,7 @@ def _statement_rows(source: str) -> set[int] | None:
                                   tokenize.ENDMARKER) and at_start:
                 rows.add(tok.start[0])
                 at_start = False
-    except (tokenize.TokenError, SyntaxError):
+    except (tokenize.TokenError, SyntaxError, ValueError):  # ValueError: e.g. a NUL byte
         return None
     return rows
 
@@ -61,24 +61,35 @@ def _cell_script(source: str) -> tuple[str, list[str]]:
     return "\n".join(out), ([head] if head.startswith("%%") else []) + hits
 
 
+def _list(value: object) -> list:
+    return value if isinstance(value, list) else []
+
+
+def _source(src: object) -> str:
+    """A cell's source: a string, or a list of strings (nbformat); anything else is not a notebook."""
+    if isinstance(src, str):
+        return src
+    if isinstance(src, list) and all(isinstance(line, str) for line in src):
+        return "".join(src)
+    raise UnpackError("a code cell's source is neither text nor a list of lines")
+
+
 def _code_cells(nb: object) -> list[str]:
     if not isinstance(nb, dict):
         raise UnpackError("it is not a JSON object")
     cells = nb.get("cells")
     if cells is None:  # nbformat 3 kept cells in worksheets, with 'input' for the source
-        cells = [c for ws in nb.get("worksheets") or [] for c in (ws.get("cells") or [])]
-    code = []
-    for cell in cells if isinstance(cells, list) else []:
-        if isinstance(cell, dict) and cell.get("cell_type") == "code":
-            src = cell.get("source", cell.get("input", ""))
-            code.append("".join(src) if isinstance(src, list) else str(src))
-    return code
+        cells = [c for ws in _list(nb.get("worksheets")) if isinstance(ws, dict) for c in _list(ws.get("cells"))]
+    return [_source(cell.get("source", cell.get("input", ""))) for cell in _list(cells)
+            if isinstance(cell, dict) and cell.get("cell_type") == "code"]
 
 
 def notebook_to_script(raw: bytes, *, name: str) -> tuple[str, list[str]]:
     """The code cells of a notebook as one Python script, and notes on what was changed."""
     try:
         cells = _code_cells(json.loads(raw.decode("utf-8")))
+    except RecursionError:  # json recurses per level: '[[[[...' is not a notebook
+        raise UnpackError(f"{name} is not a valid Jupyter notebook (nested too deeply)") from None
     except (UnicodeDecodeError, json.JSONDecodeError, UnpackError) as exc:
         raise UnpackError(f"{name} is not a valid Jupyter notebook ({exc})") from None
     if not cells:
