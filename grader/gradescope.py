@@ -4,7 +4,8 @@ Gradescope runs ``run_autograder`` (see gradescope/) once per submission. The gr
 with the local sandbox (Gradescope's container is the outer isolation; ours hides reference/ and the labels
 inside it), keeps its usual result folder under /autograder/grader-out, and writes the specification's
 results.json. An infrastructure fault writes nothing and exits non-zero, so Gradescope shows an
-autograder failure instead of a zero.
+autograder failure instead of a zero. The upload is only ever that student's submission: it is never read as
+a class export (no metadata keys followed, no Canvas names parsed) and no link out of it is followed.
 """
 from __future__ import annotations
 
@@ -29,8 +30,10 @@ def run_gradescope(*, rubric: Rubric, sandbox: Sandbox, cache_dir: Path | None, 
               "(or pass --gradescope-root to a folder laid out like it)", file=sys.stderr)
         return 2
     out = root / "grader-out"
+    # single: the upload is this student's submission and nothing else. Read as a class export, a
+    # submission_metadata.yml in it would name folders anywhere on this machine (the autograder's own).
     [result] = grade_all([submission], rubric=rubric, sandbox=sandbox,
-                         options=GradeOptions(out_dir=out, regrade=True, cache_dir=cache_dir))
+                         options=GradeOptions(out_dir=out, regrade=True, cache_dir=cache_dir, single=True))
     try:
         path = write_gradescope_results(result, root / "results" / "results.json")
     except GradescopeInfrastructureError as exc:
