@@ -50,7 +50,8 @@ def test_environment_is_scrubbed_and_privileges_dropped(tmp_path: Path, monkeypa
     assert "SEG_GRADER_SECRET_TOKEN" not in info["env"]
     assert info["no_new_privs"] == "1"
     if ROOT:
-        assert info["uid"] == 65534 and info["caps"]["CapEff"] == "0000000000000000"
+        assert 100_000 <= info["uid"] < 200_000 and info["gid"] == info["uid"]  # the submission's own
+        assert info["caps"]["CapEff"] == "0000000000000000"
 
 
 def test_nothing_outside_the_allow_list_is_visible(tmp_path: Path) -> None:

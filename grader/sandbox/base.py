@@ -56,6 +56,8 @@ class SandboxRequest:
     max_output_bytes: int = 64_000  # stdout/stderr kept (head and tail), the rest is dropped
     max_processes: int = 256
     max_file_mb: int = 512
+    disk_mb: int | None = None  # local: the stage's writable tmpfs (scratch, /tmp, out), part of memory_mb;
+    # None: 1/16 of memory_mb, at most max_file_mb (grader.sandbox.local.disk_mb)
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ import sys
 import time
 import traceback
 
-from grader.sandbox.confine import MARKER, confine, prctl, set_parent_death_signal
+from grader.sandbox.confine import HOST_ONLY_MODULES, MARKER, confine, prctl, set_parent_death_signal
 
 __all__ = ["main", "PRELOAD"]
 
@@ -50,9 +50,10 @@ __all__ = ["main", "PRELOAD"]
 # submissions use. Trusted code only (importing grader.dataset reads no data). torch._dynamo: the first
 # optimizer a process constructs imports it (~1 s on a small machine), so every training stage (overfit,
 # train) would pay it again; torchvision costs little more once it is loaded (it imports it too).
+# grader.voc, not grader.dataset: that one imports the dataset generator, which no stage may hold in memory.
 PRELOAD = ("numpy", "torch", "torch.nn", "torch.nn.functional", "torch.optim", "torch._dynamo", "torchvision",
-           "grader.runner", "grader.dataset")
-KILL_GRACE_S = 2.0  # after SIGTERM to a stage's relay, SIGKILL its process group
+           "grader.runner", "grader.voc")
+KILL_GRACE_S = 5.0  # after SIGTERM to a stage's relay (it copies the out folder out), SIGKILL its process group
 
 
 PR_SET_DUMPABLE = 4
@@ -234,6 +235,11 @@ def _preload() -> None:
         except ImportError:  # torchvision is optional; anything else missing is the grader's fault, said now
             if name != "torchvision":
                 raise
+    host_only = sorted(m for m in sys.modules if m.split(".")[:1] == ["grader"] and m.count(".") >= 1
+                       and m.split(".")[1] in HOST_ONLY_MODULES)
+    if host_only:  # its code and data would be in every stage's memory, whatever the files show
+        raise RuntimeError(f"the fork server's preload imported host-only modules {host_only}: a stage must not "
+                           "hold them (confine.HOST_ONLY_MODULES); import what the runner needs from elsewhere")
     # The preloaded objects are shared copy-on-write with every stage, until something writes to their
     # pages: a full collection in the stage writes into every tracked object's header, copying the whole
     # heap page by page (it cost a unit stage ~0.3 s). Frozen, the stages' collections skip them.

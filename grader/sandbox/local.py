@@ -3,13 +3,19 @@
 One fork server (``grader.sandbox.forkserver``) per torch thread count imports torch once; every stage is a
 fork of it, confined by ``confine`` before any student code runs, so a stage costs a fork, not a fresh
 interpreter importing torch. Weaker than Docker, and documented so: it shares the host kernel (the
-allow-list root shows only the system folders, Python, the grader package and the stage's own folders), and
-its memory limit is an rlimit, not a cgroup (the address space; with a GPU, the private data segment).
+allow-list root shows only the system folders, Python, the runner's part of the grader package and the
+stage's own folders), and its memory limit is an rlimit, not a cgroup (the address space; with a GPU, the
+private data segment), plus a size-capped tmpfs for everything the stage writes.
+
+Between students, as between Docker containers: each submission runs as a uid of its own from a reserved
+range (kept for all its stages, released by ``end_submission``), so process limits and keyrings are per
+student; each stage has its own IPC namespace and its own writable tmpfs, which die with it.
 """
 from __future__ import annotations
 
 import os
 import queue
+import random
 import socket
 import subprocess
 import sys
@@ -20,9 +26,10 @@ from pathlib import Path
 
 from grader.sandbox.base import (InfrastructureError, SandboxRequest, SandboxRun, refuse_hidden, runner_args,
                                  says_out_of_memory, share_with_sandbox)
+from grader.sandbox.confine import SUBMISSION_UIDS, visible_package
 from grader.sandbox.forkclient import ForkServerClient, run_stage
 
-__all__ = ["LocalSandbox"]
+__all__ = ["LocalSandbox", "disk_mb"]
 
 
 def _start_server(python: str, threads: int) -> ForkServerClient:
@@ -64,6 +71,7 @@ class LocalSandbox:
         self._servers: dict[int, ForkServerClient] = {}  # torch threads -> server (set before torch is imported)
         self._lock = threading.Lock()
         self._aborted = False
+        self._uids: dict[str, int] = {}  # submission folder -> its uid, while it is graded
 
     def abort(self) -> None:
         """Kill every running stage and refuse new ones (the grader was interrupted)."""
@@ -87,7 +95,25 @@ class LocalSandbox:
         self._server(threads).preload()
 
     def end_submission(self, submission_dir: Path) -> None:
-        """Nothing is kept per submission: each stage is its own fork."""
+        """The submission's uid goes back to the range (its stages' processes, IPC and tmpfs are gone with
+        them; its keyrings are emptied when the uid serves again)."""
+        with self._lock:
+            self._uids.pop(str(Path(submission_dir).resolve()), None)
+
+    def _uid(self, submission_dir: Path) -> int | None:
+        """The submission's uid: the same for all its stages, never one another submission holds now. Drawn at
+        random, so that two graders on one machine (or a later batch) rarely meet on one; None unless root."""
+        if os.getuid() != 0:
+            return None
+        key = str(Path(submission_dir).resolve())
+        with self._lock:
+            if key not in self._uids:
+                taken, draw = set(self._uids.values()), random.SystemRandom()
+                uid = draw.choice(SUBMISSION_UIDS)
+                while uid in taken:
+                    uid = draw.choice(SUBMISSION_UIDS)
+                self._uids[key] = uid
+            return self._uids[key]
 
     def run(self, request: SandboxRequest) -> SandboxRun:
         return self._stage(request, {"runner": runner_args(str(request.job_dir), str(request.out_dir),
@@ -110,27 +136,33 @@ class LocalSandbox:
         share_with_sandbox(request)
         for d in (request.job_dir, request.submission_dir, request.out_dir):
             _traversable_parents(d)  # needed only where the kernel refuses the allow-list root
+        # scratch: where the kernel refuses namespaces only (else a tmpfs is mounted over it); mounts: the
+        # mount points of the new root and of the stage's writable tmpfs (outside that root)
         with tempfile.TemporaryDirectory(prefix="seg-sandbox-") as scratch, \
-                tempfile.TemporaryDirectory(prefix="seg-root-") as root_dir:
+                tempfile.TemporaryDirectory(prefix="seg-root-") as mounts:
             os.chmod(scratch, 0o777)
-            settings = self._confine_config(request, scratch, root_dir)
-            refuse_hidden([path for path, _ in settings["expose"]], request.hidden_paths)
+            os.mkdir(f"{mounts}/root")
+            os.mkdir(f"{mounts}/rw")
+            settings = self._confine_config(request, scratch, mounts)
+            refuse_hidden([path for path, _ in settings["expose"]] + [scratch, str(request.out_dir)],
+                          request.hidden_paths)
             return self._spawn({"config": settings, **what}, request)
 
-    def _confine_config(self, request: SandboxRequest, scratch: str, root_dir: str) -> dict:
+    def _confine_config(self, request: SandboxRequest, scratch: str, mounts: str) -> dict:
         prefixes = {sys.prefix, sys.base_prefix, os.path.dirname(os.path.dirname(os.path.realpath(self.python)))}
-        package = str(Path(__file__).resolve().parent.parent)  # grader/ itself (the runner), never reference/
-        expose = [[p, False] for p in sorted(prefixes | {package})] + [
-            [str(request.job_dir), False], [str(request.submission_dir), False], [str(request.out_dir), True],
-            [scratch, True]]
-        return {"root_dir": root_dir, "expose": expose,
-                "cwd": scratch, "env": self._env(request, scratch),
-                "memory_mb": request.memory_mb, "gpu": request.gpu is not None, "max_processes": request.max_processes,
-                "max_file_mb": request.max_file_mb}
+        package = str(Path(__file__).resolve().parent.parent)  # grader/ (the runner's part of it), never reference/
+        expose = [[p, False] for p in sorted(prefixes) + visible_package(package)] + [
+            [str(request.job_dir), False], [str(request.submission_dir), False]]
+        return {"root_dir": f"{mounts}/root", "rw_dir": f"{mounts}/rw", "expose": expose, "cwd": scratch,
+                "out_dir": str(request.out_dir), "env": self._env(request, scratch),
+                "uid": self._uid(request.submission_dir), "memory_mb": request.memory_mb,
+                "disk_mb": disk_mb(request), "gpu": request.gpu is not None,
+                "max_processes": request.max_processes, "max_file_mb": request.max_file_mb}
 
     def _env(self, request: SandboxRequest, scratch: str) -> dict[str, str]:
-        return {**_base_env(request.threads), "HOME": scratch, "TMPDIR": scratch,
-                "CUDA_VISIBLE_DEVICES": request.gpu if request.gpu is not None else ""}
+        # USER/LOGNAME: the stage's uid has no passwd entry, and getpass.getuser() (torch's caches) needs a name
+        return {**_base_env(request.threads), "HOME": scratch, "TMPDIR": scratch, "USER": "student",
+                "LOGNAME": "student", "CUDA_VISIBLE_DEVICES": request.gpu if request.gpu is not None else ""}
 
     def _spawn(self, payload: dict, request: SandboxRequest) -> SandboxRun:
         done = run_stage(self._server(request.threads), payload, timeout_s=request.timeout_s,
@@ -139,6 +171,14 @@ class LocalSandbox:
                           out_of_memory=not done.timed_out and says_out_of_memory(done.stderr),
                           duration_s=done.duration_s, stdout=done.stdout, stderr=done.stderr,
                           output_truncated=done.truncated, isolation=done.isolation)
+
+
+def disk_mb(request: SandboxRequest) -> int:
+    """The stage's writable space (one tmpfs: /tmp, /var/tmp, /dev/shm, scratch, out), taken out of its memory
+    budget: ``request.disk_mb`` or 1/16 of the budget, at most ``max_file_mb``, always under a quarter. A
+    small share: the fork server's torch already maps ~3.5 GB of the address space every stage inherits."""
+    wanted = request.disk_mb or min(request.max_file_mb, request.memory_mb // 16)
+    return max(1, min(wanted, request.memory_mb // 4))
 
 
 def _base_env(threads: int) -> dict[str, str]:
