@@ -1,5 +1,6 @@
-"""Grading many submissions: intake, resume by content hash, the summary; the grading itself is
-``grader.grading`` (the shared job, the worker pool), imported only when something needs grading.
+"""Grading many submissions: intake, resume by content hash, the summary, signals; the grading itself is
+``grader.grading`` (the shared job, ``grade_one``), imported only when something needs grading, and run by
+the executor the options name (``grader.executors``).
 
 Student failures are results; only an infrastructure fault (the sandbox engine itself failing after
 retries) is recorded as ``infrastructure_error`` — never a zero — and regraded on the next run. An unchanged
@@ -11,17 +12,19 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Callable, Sequence
 
 from grader import __version__
+from grader.executors import EXECUTORS, Executor, PoolExecutor
 from grader.intake import Rejected, Submission, discover
 from grader.interrupts import aborting_on_signals
 from grader.results import SubmissionResult, read_result, write_json_atomic, write_result
 from grader.rubric import Rubric
 from grader.sandbox.base import Sandbox
-from grader.scoring import score_submission
+from grader.sandbox.factory import SandboxSource, SandboxSpec, spec_of
 
-__all__ = ["GradeOptions", "grade_all", "infrastructure_result"]
+__all__ = ["GradeOptions", "grade_all", "make_executor"]
 
 
 @dataclass(frozen=True)
@@ -34,8 +37,9 @@ class GradeOptions:
     progress: Callable[[str, SubmissionResult], None] | None = None  # a submission finished
     on_total: Callable[[int], None] | None = None  # how many submissions intake found
     on_begin: Callable[[str], None] | None = None  # a submission's sandbox is starting
-    engine: str = "local"  # "local": a worker pool here; "ray": one Ray task per submission (grader.distributed)
-    ray_address: str | None = None  # engine "ray": the cluster to join (None: RAY_ADDRESS, else a local one)
+    executor: str = "pool"  # "pool": threads here; "ray": one Ray task per submission (grader.distributed)
+    ray_address: str | None = None  # executor "ray": the cluster to join (None: RAY_ADDRESS, else a local one)
+    single: bool = False  # each path is one student's own upload, never read as a class export (Gradescope)
 
 
 def _cached(student_dir: Path, sub: Submission, rubric: Rubric) -> SubmissionResult | None:
@@ -50,24 +54,25 @@ def _cached(student_dir: Path, sub: Submission, rubric: Rubric) -> SubmissionRes
     return old if same and old.status != "infrastructure_error" else None
 
 
-def infrastructure_result(rubric: Rubric, sub: Submission, exc: Exception) -> SubmissionResult:
-    """Not graded because the machinery failed: never a zero, regraded by the next run."""
-    return score_submission(student=sub.student, checks=[], rubric=rubric, status="infrastructure_error",
-                            message=f"Not graded — the grading machinery failed: {exc}. This is not the "
-                                    "student's fault; fix it and run the same command again (finished "
-                                    "results are kept).",
-                            provenance={"grader_version": __version__, "submission_hash": sub.content_hash})
-
-
-def grade_all(paths: Sequence[Path], *, rubric: Rubric, sandbox: Sandbox | Callable[[], Sandbox],
+def grade_all(paths: Sequence[Path], *, rubric: Rubric, sandbox: SandboxSource,
               options: GradeOptions) -> list[SubmissionResult]:
-    """Grade what is not up to date under ``options.out_dir``. ``sandbox``: the engine, or a function that
-    makes it, called only when something needs grading (an unchanged regrade then neither imports the engine
-    nor connects to Docker, so it works while the daemon is down)."""
+    """Grade what is not up to date under ``options.out_dir``. ``sandbox``: the engine, a ``SandboxSpec``, or a
+    function that makes the engine; a spec or a function is used only when something needs grading (an
+    unchanged regrade then neither imports the engine nor connects to Docker, so it works while the daemon
+    is down), and a remote executor sends the spec to its nodes instead of building anything here.
+
+    For the duration of the batch SIGTERM is a clean interruption like Ctrl-C: what runs is aborted, the
+    engine closed, the scratch folder removed (``grader.interrupts``)."""
     out = options.out_dir.resolve()
     out.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="seg-grader-"))
     engine: Sandbox | None = sandbox if hasattr(sandbox, "run") else None
+
+    def make_engine() -> Sandbox:
+        nonlocal engine
+        if engine is None:
+            engine = sandbox.make() if isinstance(sandbox, SandboxSpec) else sandbox()
+        return engine
 
     def abort() -> None:  # SIGTERM or Ctrl-C: kill what runs before the `finally` below closes the engine
         if engine is not None:
@@ -75,15 +80,12 @@ def grade_all(paths: Sequence[Path], *, rubric: Rubric, sandbox: Sandbox | Calla
 
     try:
         with aborting_on_signals(abort):
-            entries = discover([Path(p) for p in paths], workdir=scratch / "intake")
+            entries = discover([Path(p) for p in paths], workdir=scratch / "intake", single=options.single)
             if options.on_total:
                 options.on_total(len(entries))
             results, todo = _settled(entries, rubric, out, options)
-            if todo:  # the job, the sandbox and numpy only when something needs grading: an unchanged regrade
-                from grader.grading import grade_fresh  # is the interpreter's start and little else
-
-                engine = engine or sandbox()
-                results += grade_fresh(todo, rubric=rubric, sandbox=engine, options=options, scratch=scratch)
+            if todo:
+                results += _grade_fresh(todo, rubric, sandbox, make_engine, options, scratch, abort)
     finally:
         if engine is not None:
             engine.close()  # spare containers, fork servers: the batch is over
@@ -93,15 +95,23 @@ def grade_all(paths: Sequence[Path], *, rubric: Rubric, sandbox: Sandbox | Calla
     return results
 
 
+def _grade_fresh(todo: list[Submission], rubric: Rubric, sandbox: SandboxSource, make_engine: Callable[[], Sandbox],
+                 options: GradeOptions, scratch: Path, abort: Callable[[], None]) -> list[SubmissionResult]:
+    executor = make_executor(options.executor, jobs=options.jobs, gpus=options.gpus, address=options.ray_address,
+                             threads=rubric.threads, abort=abort)
+    return _grading().grade_fresh(todo, rubric=rubric, executor=executor,
+                       sandbox=spec_of(sandbox) if executor.remote else make_engine, out_dir=options.out_dir,
+                       scratch=scratch, cache_dir=options.cache_dir, gpus=options.gpus,
+                       progress=options.progress, on_begin=options.on_begin)
+
+
 def _settled(entries: list, rubric: Rubric, out: Path,
              options: GradeOptions) -> tuple[list[SubmissionResult], list[Submission]]:
     """(results known without a sandbox: rejected or up to date, submissions that need grading)."""
     done, todo = [], []
     for entry in entries:
         if isinstance(entry, Rejected):
-            from grader.pipeline import rejected_result  # numpy and the judge: rare, and only then
-
-            result = rejected_result(rubric, entry)
+            result = _grading().rejected_result(rubric, entry)  # numpy and the judge: rare, and only then
             write_result(out / entry.student, result)
         elif options.regrade or not (result := _cached(out / entry.student, entry, rubric)):
             todo.append(entry)
@@ -110,6 +120,28 @@ def _settled(entries: list, rubric: Rubric, out: Path,
         if options.progress:
             options.progress(entry.student, result)
     return done, todo
+
+
+def make_executor(kind: str = "pool", *, jobs: int = 1, gpus: Sequence[str] = (), address: str | None = None,
+                  threads: int = 1, abort: Callable[[], None] | None = None) -> Executor:
+    """``pool``: this machine (``jobs`` / ``gpus``); ``ray``: a Ray cluster (``address``; None: $RAY_ADDRESS,
+    else a local one), whose scheduler places the tasks and their GPUs, ``threads`` CPUs per task."""
+    if kind == "pool":
+        return PoolExecutor(jobs=jobs, gpus=gpus, abort=abort)
+    if kind == "ray":
+        from grader.distributed import RayExecutor  # the optional extra: imported only when asked for
+
+        return RayExecutor(address=address, threads=threads)
+    raise ValueError(f"unknown executor {kind!r}: choose one of {', '.join(EXECUTORS)}")
+
+
+def _grading() -> ModuleType:
+    """The seam between the light host core and the heavy engine: the job, the sandbox engines, numpy and the
+    judge are imported here, only when something needs grading (an unchanged regrade is the interpreter's
+    start and little else)."""
+    import grader.grading
+
+    return grader.grading
 
 
 def _summary(rubric: Rubric, results: list[SubmissionResult]) -> dict:

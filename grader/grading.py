@@ -1,35 +1,48 @@
-"""Grading the submissions that need it: the batch's shared job (built once, by a trusted subprocess), a
-worker pool over the sandbox (N CPU jobs, or one job per GPU), each result recorded atomically.
+"""Grading the submissions that need it (the heavy side of the seam: ``grader.batch`` imports this module only
+when something needs grading). Here: the batch's shared job (built once, by a trusted subprocess), the
+``grade_one`` an executor is handed, and the one place an outcome is recorded.
 
-``grader.batch`` decides what needs grading (resume by content hash) and imports this module only then.
+Two kinds of ``grade_one``: for an executor in this process, a batch prepared here (the engine the batch
+was handed); for a remote one (Ray), ``NodeGrader``: plain data (rubric, ``SandboxSpec``, cache) that builds
+the engine and the job on the node, once per worker process. The driver then builds no sandbox at all.
 """
 from __future__ import annotations
 
+import atexit
+import functools
+import os
 import platform
-import queue
+import shutil
+import subprocess
+import sys
+import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 from grader import __version__
-from grader.batch import GradeOptions, infrastructure_result
+from grader.executors import Begin, Executor, Graded, Outcome
 from grader.intake import Submission
 from grader.jobcache import installed_version, reference_dir
-from grader.judge import JudgeContext
-from grader.pipeline import Batch, grade_submission, write_artifacts
+from grader.checks.verdict import JudgeContext
+from grader.pipeline import Batch, grade_submission, rejected_result, write_artifacts
 from grader.prepare import prepare_job
 from grader.results import SubmissionResult, write_result
 from grader.rubric import Rubric
 from grader.sandbox.base import InfrastructureError, Sandbox
+from grader.sandbox.factory import SandboxSpec
+from grader.scoring import score_submission
 from grader.shapes import default_cache_dir
 
-__all__ = ["grade_fresh", "prepare_batch", "record_result"]
+__all__ = ["NodeGrader", "grade_fresh", "grade_with_gpu", "infrastructure_result", "prepare_batch",
+           "record_result", "rejected_result"]
 
 
 def _provenance(rubric: Rubric, dataset_hash: str, device: str) -> dict:
     return {"grader_version": __version__, "torch_version": installed_version("torch"),
             "python_version": platform.python_version(), "device": device, "dataset_hash": dataset_hash,
-            "seeds": {c.id: c.seed for c in rubric.checks}, "threads": rubric.threads}
+            "seeds": {c.id: c.seed for c in rubric.checks if hasattr(c, "seed")}, "threads": rubric.threads}
 
 
 def prepare_batch(rubric: Rubric, *, sandbox: Sandbox, scratch: Path, cache_dir: Path, device: str = "cpu",
@@ -46,6 +59,20 @@ def prepare_batch(rubric: Rubric, *, sandbox: Sandbox, scratch: Path, cache_dir:
                  device=device, provenance=_provenance(rubric, prepared.plan.dataset_hash, device))
 
 
+def grade_with_gpu(batch: Batch, sub: Submission, gpu: str | None) -> Graded:
+    """``grade_one`` over a batch prepared in this process."""
+    return grade_submission(replace(batch, gpu=gpu), sub)
+
+
+def infrastructure_result(rubric: Rubric, sub: Submission, exc: Exception) -> SubmissionResult:
+    """Not graded because the machinery failed: never a zero, regraded by the next run."""
+    return score_submission(student=sub.student, checks=[], rubric=rubric, status="infrastructure_error",
+                            message=f"Not graded — the grading machinery failed: {exc}. This is not the "
+                                    "student's fault; fix it and run the same command again (finished "
+                                    "results are kept).",
+                            provenance={"grader_version": __version__, "submission_hash": sub.content_hash})
+
+
 def record_result(student_dir: Path, result: SubmissionResult, artifacts: dict) -> None:
     """Artefacts first, result.json last and atomically: a result on disk is always a finished one."""
     if artifacts:
@@ -53,59 +80,107 @@ def record_result(student_dir: Path, result: SubmissionResult, artifacts: dict) 
     write_result(student_dir, result)
 
 
-def grade_fresh(todo: list[Submission], *, rubric: Rubric, sandbox: Sandbox, options: GradeOptions,
-                scratch: Path) -> list[SubmissionResult]:
-    if options.engine == "ray":
-        from grader.distributed import grade_on_ray  # optional extra: imported only when asked for
+def grade_fresh(todo: list[Submission], *, rubric: Rubric, executor: Executor,
+                sandbox: Callable[[], Sandbox] | SandboxSpec, out_dir: Path, scratch: Path,
+                cache_dir: Path | None = None, gpus: tuple[str, ...] = (),
+                progress: Callable[[str, SubmissionResult], None] | None = None,
+                on_begin: Begin | None = None) -> list[SubmissionResult]:
+    """Grade ``todo`` with ``executor``. ``sandbox``: for a local executor, what makes the engine (called
+    here, once); for a remote one, its spec (sent to the nodes)."""
+    out, lock = out_dir.resolve(), threading.Lock()
 
-        return grade_on_ray(todo, rubric=rubric, sandbox=sandbox, options=options)
-    device = "cuda" if options.gpus else "cpu"
-    cache = (options.cache_dir or default_cache_dir()).resolve()
-    batch = prepare_batch(rubric, sandbox=sandbox, scratch=scratch, cache_dir=cache, device=device,
-                          hidden=(options.out_dir.resolve(),))
-    return _grade_entries(batch, todo, options.out_dir.resolve(), options)
-
-
-def _grade_entries(batch: Batch, entries: list[Submission], out: Path,
-                   options: GradeOptions) -> list[SubmissionResult]:
-    gpus: queue.Queue = queue.Queue()
-    for g in options.gpus or (None,) * options.jobs:
-        gpus.put(g)
-    lock, aborted = threading.Lock(), threading.Event()
-
-    def one(entry: Submission) -> SubmissionResult:
-        gpu, artifacts = gpus.get(), {}
-        if options.on_begin:
-            options.on_begin(entry.student)
-        try:
-            result, artifacts = grade_submission(_with_gpu(batch, gpu), entry)
-        except InfrastructureError as exc:
-            result = infrastructure_result(batch.rubric, entry, exc)
-        finally:
-            gpus.put(gpu)
-        if aborted.is_set():  # its sandbox was killed by the abort: not the student's result, write nothing
-            raise InterruptedError(entry.student)
-        record_result(out / entry.student, result, artifacts)
-        if options.progress:
+    def record(sub: Submission, outcome: Outcome) -> SubmissionResult:
+        result, artifacts = ((infrastructure_result(rubric, sub, outcome), {})
+                             if isinstance(outcome, InfrastructureError) else outcome)
+        record_result(out / sub.student, result, artifacts)
+        if progress:
             with lock:
-                options.progress(entry.student, result)
+                progress(sub.student, result)
         return result
 
-    workers = len(options.gpus) or options.jobs
-    pool = ThreadPoolExecutor(max_workers=max(1, workers))
-    futures = [pool.submit(one, e) for e in entries]
+    if executor.remote:
+        if not isinstance(sandbox, SandboxSpec):
+            raise TypeError("a remote executor is handed a SandboxSpec, never an engine built here")
+        # the node's GPUs are the ones its scheduler assigns, not the driver's --gpus
+        grade_one = NodeGrader(rubric=rubric, sandbox=replace(sandbox, gpus=()),
+                               cache_dir=str(cache_dir) if cache_dir else None,
+                               hidden_on_node=executor.hidden_on_node)
+        return executor.run(todo, grade_one, record, on_begin=on_begin)
+    engine = sandbox.make() if isinstance(sandbox, SandboxSpec) else sandbox()
+    batch = prepare_batch(rubric, sandbox=engine, scratch=scratch, cache_dir=(cache_dir or default_cache_dir()).resolve(),
+                          device="cuda" if gpus else "cpu", hidden=(out,))
+    return executor.run(todo, functools.partial(grade_with_gpu, batch), record, on_begin=on_begin)
+
+
+# ------------------------------------------------------------------ grading on another machine (Ray nodes)
+_NODE_BATCHES: dict[tuple, Batch] = {}  # per worker process: the job is built once, not once per task
+
+
+@dataclass(frozen=True)
+class NodeGrader:
+    """A ``grade_one`` that is plain data: wherever it is called it builds the engine from ``sandbox`` and
+    the job, once per process (and device), then grades. ``hidden_on_node``: folders of the executor's own
+    runtime on the node that the sandbox must not see (a module-level function: it travels by name)."""
+
+    rubric: Rubric
+    sandbox: SandboxSpec
+    cache_dir: str | None = None  # the dataset cache on the node (None: the node's default)
+    hidden_on_node: Callable[[], tuple[Path, ...]] | None = None
+    grader_version: str = __version__
+
+    def __call__(self, sub: Submission, gpu: str | None) -> Graded:
+        if self.grader_version != __version__:
+            raise InfrastructureError(f"this node runs grader {__version__}, the driver {self.grader_version}; "
+                                      "install the same version on every node")
+        return grade_with_gpu(self._batch(gpu), sub, gpu)
+
+    def _batch(self, gpu: str | None) -> Batch:
+        device = "cuda" if gpu is not None and _cuda_usable(gpu) else "cpu"  # what the runner will use
+        key = (self.rubric.source_hash, self.sandbox, self.cache_dir, device)
+        if key not in _NODE_BATCHES:
+            cache = (Path(self.cache_dir) if self.cache_dir else default_cache_dir()).resolve()
+            hidden = self.hidden_on_node() if self.hidden_on_node else ()
+            _NODE_BATCHES[key] = prepare_batch(self.rubric, sandbox=self.sandbox.make(), scratch=node_scratch(),
+                                               cache_dir=cache, device=device, hidden=hidden)
+        return _NODE_BATCHES[key]
+
+
+def _alive(pid: int) -> bool:
     try:
-        results = [f.result() for f in as_completed(futures)]
-    except BaseException:  # Ctrl-C: kill what runs, write nothing for the jobs it interrupted
-        aborted.set()
-        pool.shutdown(wait=False, cancel_futures=True)
-        batch.sandbox.abort()
-        raise
-    pool.shutdown()
-    return results
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        pass
+    return True
 
 
-def _with_gpu(batch: Batch, gpu: str | None) -> Batch:
-    from dataclasses import replace
+def node_scratch() -> Path:
+    """This worker process's scratch folder. Ray ends idle workers without running exit handlers, so the
+    folders of dead workers are removed here, whenever a new one is made."""
+    root = Path(tempfile.gettempdir()) / "seg-grader-ray"
+    root.mkdir(exist_ok=True)
+    if root.is_symlink() or root.stat().st_uid != os.getuid():  # not ours: never clean up in it
+        return Path(tempfile.mkdtemp(prefix="seg-grader-ray-"))
+    for old in root.iterdir():
+        pid = old.name.partition("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root))
+    atexit.register(shutil.rmtree, scratch, True)
+    return scratch
 
-    return replace(batch, gpu=gpu)
+
+@functools.cache
+def _cuda_usable(gpu: str) -> bool:
+    """Whether the sandbox's torch can use GPU ``gpu`` (fake GPUs, CPU wheels: not). Asked of a child
+    interpreter (isolated: -I), once per worker and GPU, like every torch question of the grader: the worker
+    itself never imports torch."""
+    code = "import torch; print(torch.cuda.is_available())"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
+    try:
+        done = subprocess.run([sys.executable, "-I", "-c", code], check=False, capture_output=True, text=True, env=env,
+                              timeout=300, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise InfrastructureError(f"cannot ask torch about GPU {gpu}: {exc}") from exc
+    return done.returncode == 0 and done.stdout.strip().endswith("True")

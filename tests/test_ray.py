@@ -17,6 +17,7 @@ import pytest
 from grader.batch import GradeOptions, grade_all
 from grader.results import SubmissionResult, read_result
 from grader.rubric import Rubric, parse_rubric
+from grader.sandbox import factory
 from grader.sandbox.local import LocalSandbox
 
 from quick_class import QUICK_RUBRIC, QUICK_SCORES, write_quick_class
@@ -66,11 +67,12 @@ def _outcome(result: SubmissionResult) -> dict[str, tuple[str, float]]:
     return {c.id: (c.status, c.score) for c in result.checks}
 
 
-def _grade_with_ray(quick: Rubric, quick_class: Path, out: Path, cache: Path) -> tuple[list, Counter]:
+def _grade_with_ray(quick: Rubric, quick_class: Path, out: Path, cache: Path,
+                    sandbox: object = None) -> tuple[list, Counter]:
     recorded: Counter = Counter()
-    options = GradeOptions(out_dir=out, cache_dir=cache, engine="ray",
+    options = GradeOptions(out_dir=out, cache_dir=cache, executor="ray",
                            progress=lambda student, _result: recorded.update([student]))
-    return grade_all([quick_class], rubric=quick, sandbox=LocalSandbox(), options=options), recorded
+    return grade_all([quick_class], rubric=quick, sandbox=sandbox or LocalSandbox(), options=options), recorded
 
 
 def _assert_graded_once_like_local(results: list, recorded: Counter, out: Path, local_outcome: dict) -> None:
@@ -83,11 +85,18 @@ def _assert_graded_once_like_local(results: list, recorded: Counter, out: Path, 
 
 
 def test_ray_grades_each_submission_once_with_the_local_scores(ray_env: Path, tmp_path: Path, quick: Rubric,
-                                                               quick_class: Path, local_outcome: dict) -> None:
+                                                               quick_class: Path, local_outcome: dict,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver sends the sandbox's spec and builds none: here, building one in the driver fails the batch
+    (the nodes are other processes, where the factory is untouched)."""
+    def no_sandbox_in_the_driver(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the Ray driver built a sandbox")
+
+    monkeypatch.setattr(factory, "make_sandbox", no_sandbox_in_the_driver)
     ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, _temp_dir=str(ray_env),
              object_store_memory=OBJECT_STORE, log_to_driver=False)
     out = tmp_path / "out"
-    results, recorded = _grade_with_ray(quick, quick_class, out, tmp_path / "cache")
+    results, recorded = _grade_with_ray(quick, quick_class, out, tmp_path / "cache", sandbox=factory.SandboxSpec())
     _assert_graded_once_like_local(results, recorded, out, local_outcome)
     for result in results:  # each task held one (fake) GPU; without CUDA the runner used the CPU
         assert len(result.provenance["ray"]["gpu_ids"]) == 1

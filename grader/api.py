@@ -1,0 +1,148 @@
+"""The grader as a library: keyword-only ``grade``, ``check``, ``selftest``, ``report`` and ``gradescope``.
+
+The CLI (``grader.cli``) only parses arguments, calls these and prints; every default lives in these
+signatures. Each call returns what happened (results, pass/fail and why) and decides nothing about exit
+codes. ``rubric`` is a ``Rubric`` or the path of a YAML file (a ``RubricError`` names the bad key).
+
+This module is part of the light host core: it imports neither torch, numpy nor Jinja2. The heavy parts are
+reached through two seams: ``grader.batch`` imports the grading side only when something needs grading, and
+``grader.report`` imports the renderer only when a page is drawn (PEP 562).
+"""
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+from grader import report as pages_package
+from grader.batch import GradeOptions, grade_all
+from grader.export import write_grades_csv
+from grader.gradescope import GRADESCOPE_ROOT, run_gradescope
+from grader.results import SubmissionResult
+from grader.rubric import Rubric, load_rubric
+from grader.sandbox.factory import SandboxSpec
+
+__all__ = ["REPO", "DEFAULT_RUBRIC", "Progress", "SelftestResult", "check", "grade", "gradescope",
+           "public_rubric", "report", "selftest"]
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_RUBRIC = REPO / "rubric.yaml"
+
+
+class Progress(Protocol):
+    """What a batch tells whoever watches it (``grader.progress.Progress`` draws it as a bar)."""
+
+    def start(self, total: int) -> None: ...  # intake found ``total`` submissions
+    def begin(self, student: str) -> None: ...  # a submission's sandbox is starting
+    def update(self, student: str, result: SubmissionResult) -> None: ...  # a submission finished
+
+
+def _load(rubric: Rubric | str | Path) -> Rubric:
+    return rubric if isinstance(rubric, Rubric) else load_rubric(Path(rubric))
+
+
+def grade(paths: Sequence[str | Path], *, rubric: Rubric | str | Path = DEFAULT_RUBRIC, out_dir: str | Path,
+          sandbox: str = "local", image: str | None = None, executor: str = "pool", jobs: int = 1,
+          gpus: Sequence[str] = (), regrade: bool = False, cache_dir: str | Path | None = None,
+          ray_address: str | None = None, progress: Progress | None = None,
+          render: bool = True) -> list[SubmissionResult]:
+    """Grade submissions (folders, .py, .zip, .ipynb, class folders) into ``out_dir``: result.json per
+    student, summary.json, and (``render``) the reports and grades.csv, redrawing only what changed. An
+    unchanged submission is not graded again unless ``regrade``. ``sandbox``: "local" | "docker" (``image``:
+    its image); ``executor``: "pool" (``jobs`` at a time, or one per GPU of ``gpus``) | "ray"
+    (``ray_address``). Returns every student's result, sorted by name."""
+    out = Path(out_dir)
+    options = GradeOptions(out_dir=out, jobs=jobs, gpus=tuple(gpus), regrade=regrade,
+                           cache_dir=Path(cache_dir) if cache_dir else None, executor=executor,
+                           ray_address=ray_address, progress=progress.update if progress else None,
+                           on_total=progress.start if progress else None,
+                           on_begin=progress.begin if progress else None)
+    spec = SandboxSpec(kind=sandbox, image=image, gpus=tuple(gpus))
+    results = grade_all([Path(p) for p in paths], rubric=_load(rubric), sandbox=spec, options=options)
+    if render:
+        _reports(out, only_changed=True)
+    return results
+
+
+def public_rubric(rubric: Rubric) -> Rubric:
+    """The checks a student may run before the deadline: the visible ones, each requiring only visible ones."""
+    visible = tuple(c for c in rubric.checks if c.visibility == "visible")
+    ids = {c.id for c in visible}
+    return dataclasses.replace(rubric, checks=tuple(
+        dataclasses.replace(c, requires=tuple(r for r in c.requires if r in ids)) for c in visible))
+
+
+def check(path: str | Path = ".", *, rubric: Rubric | str | Path = DEFAULT_RUBRIC, out_dir: str | Path | None = None,
+          sandbox: str = "local", image: str | None = None, gpus: Sequence[str] = (),
+          cache_dir: str | Path | None = None, progress: Progress | None = None) -> tuple[SubmissionResult, Path]:
+    """A student's self-check: the public checks only, always graded afresh, on the same code path as the
+    real grading. Returns the result and its HTML report (under ``out_dir``, default a new temp folder)."""
+    out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="seg-check-"))
+    [result] = grade([path], rubric=public_rubric(_load(rubric)), out_dir=out, sandbox=sandbox, image=image,
+                     gpus=gpus, regrade=True, cache_dir=cache_dir, progress=progress, render=False)
+    _reports(out)
+    return result, out / result.student / "report.html"
+
+
+@dataclass(frozen=True)
+class SelftestResult:
+    """Whether the rubric is sound: the reference gets full marks and the template fails every check."""
+
+    reference: SubmissionResult
+    template: SubmissionResult
+    problems: tuple[str, ...]  # empty when it passed; else what went wrong, one line each
+    out_dir: Path
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+    @property
+    def infrastructure_fault(self) -> bool:
+        return "infrastructure_error" in (self.reference.status, self.template.status)
+
+
+def selftest(*, rubric: Rubric | str | Path = DEFAULT_RUBRIC, out_dir: str | Path | None = None,
+             sandbox: str = "local", image: str | None = None, jobs: int = 1, gpus: Sequence[str] = (),
+             cache_dir: str | Path | None = None, progress: Progress | None = None) -> SelftestResult:
+    """Grade reference/ and student_template/ with ``rubric``: the reference must get full marks, and the
+    template zero with every check failed (with a message, not an error of the grader)."""
+    out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="seg-selftest-"))
+    graded = grade([REPO / "reference", REPO / "student_template"], rubric=rubric, out_dir=out, sandbox=sandbox,
+                   image=image, jobs=jobs, gpus=gpus, regrade=True, cache_dir=cache_dir, progress=progress,
+                   render=False)
+    by_student = {r.student: r for r in graded}
+    ref, tpl = by_student["reference"], by_student["student_template"]
+    problems = []
+    if ref.score != ref.max_score:
+        problems.append(f"reference scored {ref.score}/{ref.max_score}: " + "; ".join(
+            f"{c.id}: {c.message}" for c in ref.checks if c.status != "passed"))
+    if tpl.score != 0 or any(c.status != "failed" for c in tpl.checks):
+        problems.append("student_template: " + "; ".join(f"{c.id} {c.status}" for c in tpl.checks
+                                                          if c.status != "failed" or c.score))
+    return SelftestResult(reference=ref, template=tpl, problems=tuple(problems), out_dir=out)
+
+
+def report(out_dir: str | Path, *, released: bool = False) -> list[Path]:
+    """Redraw every page and grades.csv from the result.json files under ``out_dir``, without regrading
+    (``released``: after-due-date checks are shown to students). Returns the pages written."""
+    return _reports(Path(out_dir), released=released)
+
+
+def gradescope(*, rubric: Rubric | str | Path = DEFAULT_RUBRIC, sandbox: str = "local", image: str | None = None,
+               cache_dir: str | Path | None = None, root: str | Path | None = None) -> int:
+    """Inside Gradescope's container: grade ``root``/submission, write ``root``/results/results.json.
+    Returns 0, 2 (not in such a container) or 3 (an infrastructure fault: no score written)."""
+    return run_gradescope(rubric=_load(rubric), sandbox=SandboxSpec(kind=sandbox, image=image).make(),
+                          cache_dir=Path(cache_dir) if cache_dir else None,
+                          root=Path(root) if root else GRADESCOPE_ROOT)
+
+
+def _reports(out: Path, *, released: bool = False, only_changed: bool = False) -> list[Path]:
+    """The report seam: Jinja2 and the templates are imported only when a page is drawn (``grader.report``
+    resolves ``render_all`` on first use)."""
+    pages = pages_package.render_all(out, released=released, only_changed=only_changed)
+    write_grades_csv(out)
+    return pages
