@@ -20,7 +20,6 @@ no ``submission_metadata.yml`` is read and no Canvas name is parsed, and nothing
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import re
 import shutil
@@ -33,6 +32,7 @@ from pathlib import Path
 
 from grader.archives import (MIB, Budget, UnpackError, entry_parts, extract_class_zip, extract_zip, is_junk,
                              read_listing)
+from grader.cleancopy import clean_copy, hash_folder
 from grader.lms import METADATA, Candidate, class_candidates, is_canvas_name
 from grader.notebooks import notebook_to_script
 
@@ -42,7 +42,6 @@ __all__ = ["IntakeLimits", "Submission", "Rejected", "prepare_submission", "disc
 ENTRY = "segmentation.py"
 MAX_ZIP_NESTING = 1  # a zip inside the submitted zip is fine; a zip inside that one is refused
 MAX_FOLDER_NESTING = 4  # single-child folders descended looking for segmentation.py
-MAX_TREE_DEPTH = 32  # folders inside a submitted folder (os.walk, mkdir and rmtree recurse per level)
 EXPECTED = ("expected segmentation.py at the top level (or inside a single folder), a single .py file, "
             "a Jupyter notebook (.ipynb), or a .zip of one of these")
 _OTHER_ARCHIVES = (".tar", ".gz", ".tgz", ".bz2", ".xz", ".rar", ".7z")
@@ -161,74 +160,6 @@ def _resolve_dir(folder: Path, *, stage: Path, budget: Budget, depth: int, notes
     raise _Reject(f"no {ENTRY}: {_listing(folder)}; {EXPECTED}")
 
 
-# -------------------------------------------------------------------------- clean copy and its hash
-def _collect(root: Path, budget: Budget, notes: list[str]) -> list[tuple[str, Path]]:
-    """Regular files under ``root`` by sorted relative path; links and litter skipped; limits held."""
-    found: list[tuple[str, Path]] = []
-    total = 0
-    for dirpath, dirnames, filenames in os.walk(root):  # os.walk never descends into linked dirs
-        base = Path(dirpath)
-        if dirnames and len(base.relative_to(root).parts) >= MAX_TREE_DEPTH:
-            raise _Reject(f"the submission has folders nested more than {MAX_TREE_DEPTH} deep; "
-                          f"keep {ENTRY} and its helpers in a shallow folder")
-        for name in sorted(dirnames + filenames):
-            path, rel = base / name, (base / name).relative_to(root).as_posix()
-            if is_junk((name,)) or (name in dirnames and not path.is_symlink()):
-                continue
-            mode = os.lstat(path).st_mode
-            if not stat.S_ISREG(mode):
-                notes.append(f"skipped {rel}: {'a symbolic link' if stat.S_ISLNK(mode) else 'not a file'}")
-                continue
-            size = os.lstat(path).st_size
-            total += size
-            found.append((rel, path))
-            if size > budget.max_file_bytes:
-                raise _Reject(f"{rel} is {size / MIB:.1f} MB, over the {budget.max_file_bytes / MIB:g} MB limit")
-            if len(found) > budget.max_files or total > budget.max_total_bytes:
-                raise _Reject(f"the submission holds more than {budget.max_files} files or "
-                              f"{budget.max_total_bytes / MIB:g} MB")
-        dirnames[:] = [d for d in dirnames if not is_junk((d,))]
-    return sorted(found)
-
-
-def _read_nofollow(path: Path) -> bytes:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as f:
-        return f.read()
-
-
-def _digest(items: Sequence[tuple[str, bytes]]) -> str:
-    h = hashlib.sha256()
-    for rel, data in sorted(items):
-        h.update(rel.encode("utf-8") + b"\0" + str(len(data)).encode() + b"\0")
-        h.update(data)
-    return h.hexdigest()
-
-
-def hash_folder(folder: Path) -> str:
-    """The content hash of a clean folder (what ``Submission.content_hash`` holds)."""
-    files = _collect(folder, IntakeLimits(max_file_mb=1e9, max_total_mb=1e9, max_files=10**9).budget(), [])
-    return _digest([(rel, _read_nofollow(p)) for rel, p in files])
-
-
-def _clean_copy(root: Path, *, student: str, workdir: Path, budget: Budget, notes: list[str]) -> tuple[Path, str]:
-    files = [(rel, _read_nofollow(p)) for rel, p in _collect(root, budget, notes)]
-    digest = _digest(files)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{student}-", dir=workdir))
-    try:
-        for rel, data in files:
-            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            (tmp / rel).write_bytes(data)
-        final = workdir / f"{student}-{digest[:8]}"
-        if final.exists():  # same student, same bytes (a rerun): replace with the fresh copy
-            shutil.rmtree(final)
-        tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final, digest
-
-
 # ------------------------------------------------------------------------------------ public API
 def _prepare(path: Path, *, student: str, source: str, workdir: Path, limits: IntakeLimits,
              notes: Sequence[str] = ()) -> Submission | Rejected:
@@ -238,7 +169,7 @@ def _prepare(path: Path, *, student: str, source: str, workdir: Path, limits: In
     try:
         with tempfile.TemporaryDirectory(prefix=".stage-", dir=workdir, ignore_cleanup_errors=True) as stage:
             root = _resolve(path, stage=Path(stage), budget=budget, depth=0, notes=found)
-            clean, digest = _clean_copy(root, student=student, workdir=workdir, budget=limits.budget(),
+            clean, digest = clean_copy(root, student=student, workdir=workdir, budget=limits.budget(),
                                         notes=found)
     except (_Reject, UnpackError) as exc:
         return Rejected(student=student, source=source, reason=str(exc))
