@@ -272,7 +272,7 @@ def _gradescope_person(root: Path, person: str, keys: list[tuple[float, int, str
     record = meta.get(folder, {})
     ignored = [k[2] for k in keys if k[2] != folder]
     refused = [k for k in ignored if problems.get(k) or k in bad]
-    notes = general + _ignored_note([k for k in ignored if k not in refused])
+    notes = general + _ignored_note([k[:200] for k in ignored if k not in refused])
     notes += tuple(f"not graded: {problems.get(k) or bad[k]}" for k in refused)
     others = [p for p in _submitters(record) if p != person]
     notes += (f"group submission with {', '.join(others)}",) if others else ()
@@ -281,7 +281,8 @@ def _gradescope_person(root: Path, person: str, keys: list[tuple[float, int, str
         notes += (f"Gradescope's history lists {len(history)} earlier submission(s), not in the export",)
     created = _field(record, "created_at")
     if created is not None and _when(created) == float("-inf"):
-        notes += (f"its :created_at: {str(created)[:60]!r} is not a date; among several submissions of one "
+        shown = repr(created[:60]) if isinstance(created, str) else f"a {type(created).__name__}"
+        notes += (f"its :created_at: {shown} is not a date; among several submissions of one "
                   "student the folder number decides",)
     if meta and folder not in meta:
         notes += (f"{folder} is not listed in {METADATA}; the student id is the folder name",)
