@@ -6,7 +6,7 @@ check failed), and turns every failure into data.
 """
 from __future__ import annotations
 
-import dataclasses
+import json
 import platform
 import shutil
 import tempfile
@@ -18,18 +18,16 @@ from pathlib import Path
 import numpy as np
 
 from grader import __version__
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from grader.intake import Rejected, Submission
-from grader.judge import JudgeContext, StageResult, judge_check, skipped
+from grader.checks import KINDS, stage_of
+from grader.checks.verdict import JudgeContext, Judged, StageResult, not_run, oneline, result, skipped
+from grader.intake import Rejected, Submission
 from grader.outputs import OutputError, StageOutputs, read_stage
 from grader.results import CheckResult, SubmissionResult
-from grader.rubric import FUNCTIONS_OF_KIND, STAGE_OF_KIND, CheckSpec, Rubric
+from grader.rubric import CheckSpec, Rubric
 from grader.sandbox.base import InfrastructureError, Sandbox, SandboxRequest, runner_device
 from grader.scoring import score_submission
 
-__all__ = ["Batch", "grade_submission", "rejected_result", "write_artifacts"]
+__all__ = ["Batch", "grade_submission", "judge_behind_barrier", "rejected_result", "write_artifacts"]
 
 INFRA_RETRIES = 2
 
@@ -48,7 +46,7 @@ class Batch:
 
 def _run_stage(batch: Batch, sub: Submission, stage: str, run_dir: Path) -> StageResult:
     out = run_dir / stage
-    budget = batch.rubric.budgets.of(stage)
+    budget = batch.rubric.budget(stage)
     request = SandboxRequest(submission_dir=sub.path, job_dir=batch.ctx.plan.job_dir, out_dir=out, stage=stage,
                              timeout_s=budget.timeout_s, memory_mb=budget.memory_mb, threads=batch.rubric.threads,
                              gpu=batch.gpu, hidden_paths=batch.hidden_paths,
@@ -68,6 +66,8 @@ def _run_stage(batch: Batch, sub: Submission, stage: str, run_dir: Path) -> Stag
         return StageResult(stage, run, read_stage(out, stage), budget)
     except OutputError as exc:
         return StageResult(stage, run, StageOutputs(out, {}), budget, problem=str(exc))
+    except Exception as exc:  # noqa: BLE001 - the fault barrier: unreadable output is this stage's problem
+        return StageResult(stage, run, StageOutputs(out, {}), budget, problem=f"{type(exc).__name__}: {oneline(exc)}")
 
 
 def _refuse_wrong_device(batch: Batch, stderr: str) -> None:
@@ -88,7 +88,7 @@ def _import_verdict(stage: StageResult) -> tuple[str | None, set[str], str]:
         return (f"segmentation.py does not compile: {err.get('error')}. Fix the syntax error (run "
                 "`python segmentation.py` locally) and resubmit.", set(), "")
     if err:
-        return None, set(), f"importing segmentation.py raised {str(err.get('error')).splitlines()[0][:300]}"
+        return None, set(), f"importing segmentation.py raised {oneline(err.get('error'))}"
     if stage.run.timed_out:
         return None, set(), f"importing segmentation.py took longer than {stage.budget.timeout_s:g} s"
     present = names.get("present")
@@ -112,13 +112,13 @@ def grade_submission(batch: Batch, sub: Submission) -> tuple[SubmissionResult, d
         for check in rubric.checks:
             why = _skip_reason(check, present, import_skip, results)
             if why:  # the student's own failure (missing name, failed prerequisite) fails the check
-                results[check.id] = skipped(check, why) if import_skip else _not_run(check, why)
+                results[check.id] = skipped(check, why) if import_skip else not_run(check, why)
                 continue
-            stage = STAGE_OF_KIND[check.kind]
+            stage = stage_of(check)
             if stage not in stages:
                 stages[stage] = _run_stage(batch, sub, stage, run_dir)
                 durations[stage] = round(stages[stage].run.duration_s, 3)
-            judged = judge_check(check, stages[stage], batch.ctx)
+            judged = judge_behind_barrier(check, stages[stage], batch.ctx)
             results[check.id] = judged.result
             artifacts.update(judged.artifacts)
         message = f"Nothing was graded: {import_skip}. Run `python segmentation.py` locally to see why." \
@@ -129,21 +129,29 @@ def grade_submission(batch: Batch, sub: Submission) -> tuple[SubmissionResult, d
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+def judge_behind_barrier(check: CheckSpec, stage: StageResult, ctx: JudgeContext) -> Judged:
+    """The check's verdict; whatever its judge raises on this submission's (hostile) outputs becomes this
+    check's ``error`` result with the reason, and the other checks keep their scores."""
+    try:
+        judged = KINDS[check.kind].judge(check, stage, ctx)
+        json.dumps(judged.result.details, default=str)  # details that cannot be written fail here, not later
+        return judged
+    except InfrastructureError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the fault barrier: one submission's odd output is its result
+        return Judged(result(check, "error", 0.0, f"The {stage.stage} stage's output could not be judged: "
+                             f"{type(exc).__name__}: {oneline(exc)}. Check what your function returns "
+                             "(type, shape, dtype) against the template's docstring."))
+
+
 def _skip_reason(check: CheckSpec, present: set[str], import_skip: str, results: dict[str, CheckResult]) -> str:
     if import_skip:
         return import_skip
-    missing = [n for n in FUNCTIONS_OF_KIND[check.kind] if n not in present]
+    missing = [n for n in KINDS[check.kind].functions if n not in present]
     if missing:
         return f"segmentation.py does not define {', '.join(f'`{n}`' for n in missing)}"
     failed = [r for r in check.requires if results.get(r) is None or results[r].status != "passed"]
     return f"it requires {', '.join(failed)} to pass first" if failed else ""
-
-
-def _not_run(check: CheckSpec, why: str) -> CheckResult:
-    """A missing function or a failed prerequisite is the student's failure, not a skip."""
-    advice = (" Define it with the signature of the template (student_template/segmentation.py)."
-              if "define" in why else "")
-    return dataclasses.replace(skipped(check, why), status="failed", message=f"Not run: {why}.{advice}")
 
 
 def _finish(batch: Batch, sub: Submission, checks: list[CheckResult], durations: dict, stages: dict,

@@ -25,17 +25,17 @@ from pathlib import Path
 import numpy as np
 
 import grader
+from grader.checks.verdict import JobPlan
 from grader.expected import Expected, load_expected, save_expected
 from grader.jobcache import cache_key, reuse_or_build
-from grader.jobs import JobPlan, unit_cases
+from grader.jobs import unit_cases
 from grader.rubric import Rubric, parse_rubric, rubric_yaml
 from grader.sandbox.base import InfrastructureError
 
-__all__ = ["HOST_SCHEMA", "PREPARE_TIMEOUT_S", "HOST_ARRAYS", "Prepared", "prepare_job", "write_host_dir", "main"]
+__all__ = ["HOST_SCHEMA", "PREPARE_TIMEOUT_S", "Prepared", "prepare_job", "write_host_dir", "main"]
 
-HOST_SCHEMA = 1
+HOST_SCHEMA = 2  # 2: host-only arrays per check id (checks/<id>/<name>.npy)
 PREPARE_TIMEOUT_S = 1800.0  # generating the embedded set or reading all of VOC takes minutes, not hours
-HOST_ARRAYS = ("overfit_target", "overfit_image", "eval_images", "eval_labels")  # JobPlan fields kept in H
 _STDERR_TAIL = 2000  # characters of the child's stderr quoted in the error
 
 
@@ -65,7 +65,7 @@ def prepare_job(rubric: Rubric, *, job_dir: Path, host_dir: Path, cache_dir: Pat
             argv += ["--cache-dir", str(cache)]
         _run_child(argv, timeout_s)
 
-    key = cache_key(rubric, text, device) if cache is not None else None
+    key = cache_key(rubric, text, device, cache_dir=cache) if cache is not None else None
     if key is None:
         build(job_dir, host_dir)
     else:
@@ -124,28 +124,37 @@ def _load_host_dir(rubric: Rubric, job_dir: Path, host_dir: Path) -> Prepared:
             raise ValueError("the preparation process made other unit cases than the grader (schema "
                              f"{meta.get('schema')}, {len(meta.get('case_ids') or [])} cases vs {len(ids)})")
         expected = load_expected(host_dir / "expected", ids)
-        arrays = {name: _load_array(host_dir, name) for name in HOST_ARRAYS}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        host = {check_id: {name: _load_array(host_dir, check_id, name) for name in names}
+                for check_id, names in meta["host_arrays"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise InfrastructureError(f"the prepared host data in {host_dir} is unreadable: {exc}") from exc
-    plan = JobPlan(job_dir=job_dir, cases=cases, dataset_hash=str(meta.get("dataset_hash", "")), **arrays)
+    plan = JobPlan(job_dir=job_dir, cases=cases, host=host, dataset_hash=str(meta.get("dataset_hash", "")))
     return Prepared(plan=plan, expected=expected, host_dir=host_dir)
 
 
-def _load_array(host_dir: Path, name: str) -> np.ndarray | None:
-    path = host_dir / f"{name}.npy"
-    return np.load(path, allow_pickle=False) if path.is_file() else None
+def _host_array_path(host_dir: Path, check_id: str, name: str) -> Path:
+    for part in (check_id, name):  # both come from our own rubric and kinds; still never a path outside H
+        if not part or part.startswith(".") or any(c in part for c in "/\\\0"):
+            raise ValueError(f"{part!r} cannot name a host array file")
+    return host_dir / "checks" / check_id / f"{name}.npy"
+
+
+def _load_array(host_dir: Path, check_id: str, name: str) -> np.ndarray:
+    return np.load(_host_array_path(host_dir, check_id, name), allow_pickle=False)
 
 
 # ---------------------------------------------------------------------- the preparation process
 def write_host_dir(plan: JobPlan, expected: dict[str, Expected], host_dir: Path) -> None:
     """What only the host may see, as plain .npy files and one JSON file (``host.json`` last: complete)."""
     save_expected(host_dir / "expected", expected)
-    for name in HOST_ARRAYS:
-        value = getattr(plan, name)
-        if value is not None:
-            np.save(host_dir / f"{name}.npy", value, allow_pickle=False)
+    for check_id, arrays in plan.host.items():
+        for name, value in arrays.items():
+            path = _host_array_path(host_dir, check_id, name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path, value, allow_pickle=False)
     meta = {"schema": HOST_SCHEMA, "dataset_hash": plan.dataset_hash,
-            "case_ids": [case.id for cs in plan.cases.values() for case in cs]}
+            "case_ids": [case.id for cs in plan.cases.values() for case in cs],
+            "host_arrays": {check_id: sorted(arrays) for check_id, arrays in plan.host.items()}}
     (host_dir / "host.json").write_text(json.dumps(meta, indent=1))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -16,35 +17,15 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from grader.checks import KINDS, stage_of
+from grader.checks.base import CheckSpec, RubricError, StageBudget
+
 __all__ = [
-    "RubricError", "Rubric", "DatasetSpec", "StageBudget", "Budgets", "CheckSpec",
-    "CHECK_KINDS", "STAGE_OF_KIND", "FUNCTIONS_OF_KIND", "load_rubric", "parse_rubric", "rubric_yaml",
+    "RubricError", "Rubric", "DatasetSpec", "StageBudget", "Budgets", "CheckSpec", "CHECK_KINDS",
+    "load_rubric", "parse_rubric", "rubric_yaml",
 ]
 
-Visibility = Literal["visible", "hidden", "after_due_date"]
-# Which stage runs a check kind, and which student names it needs.
-STAGE_OF_KIND = {
-    "transpose_conv": "unit", "bilinear_kernel": "unit", "confusion_matrix": "unit",
-    "mean_iou": "unit", "pixel_accuracy": "unit", "model_shapes": "model",
-    "overfit": "overfit", "full_training": "train",
-}
-FUNCTIONS_OF_KIND = {
-    "transpose_conv": ("transpose_conv2d",), "bilinear_kernel": ("bilinear_kernel",),
-    "confusion_matrix": ("confusion_matrix",), "mean_iou": ("mean_iou",),
-    "pixel_accuracy": ("pixel_accuracy",), "model_shapes": ("SegNet",),
-    "overfit": ("SegNet", "overfit_single_example"), "full_training": ("SegNet", "train"),
-}
-CHECK_KINDS = tuple(STAGE_OF_KIND)
-
-
-class RubricError(ValueError):
-    """The rubric is invalid; the message names the YAML path and what to write instead."""
-
-
-@dataclass(frozen=True)
-class StageBudget:
-    timeout_s: float = 120.0  # wall clock for the stage, then the sandbox is killed
-    memory_mb: int = 4096  # address space (local) / cgroup memory (docker)
+CHECK_KINDS = tuple(KINDS)
 
 
 @dataclass(frozen=True)
@@ -73,50 +54,8 @@ class DatasetSpec:
     max_eval_images: int | None = None
 
 
-@dataclass(frozen=True)
-class CheckSpec:
-    """One graded check. Keys that do not apply to a kind are rejected by validation."""
-
-    id: str
-    kind: str  # one of CHECK_KINDS
-    name: str
-    points: float
-    visibility: Visibility = "visible"
-    requires: tuple[str, ...] = ()  # ids of checks that must pass first, else this one is skipped
-    seed: int = 0  # seeds the check's inputs (unit) or the student's training (overfit / full_training)
-    cases: int = 20  # random cases (unit kinds)
-    edge_cases: bool = True  # crafted cases: lecture example, void, absent classes, all-void ...
-    atol: float = 1e-5
-    rtol: float = 1e-4
-    factors: tuple[int, ...] = (2, 3, 4)  # bilinear_kernel
-    input_sizes: tuple[tuple[int, int, int], ...] = ((2, 64, 64), (1, 65, 67), (1, 97, 31))  # (N, H, W)
-    min_parameters: int = 1_000
-    max_parameters: int = 50_000_000
-    epochs: int = 40  # overfit / full_training
-    loss_bound: float = 0.05  # overfit: a loss below this within the epochs
-    min_pixel_accuracy: float = 0.95  # overfit: on the example, computed by the host
-    prediction_mode: Literal["train", "eval", "either"] = "either"  # overfit: which mode's logits count
-    image_size: int = 128  # overfit: the example is resized to this (stride-8/16 encoders need room)
-    example_index: int = 0  # overfit: which training image
-    batch_size: int = 16  # full_training
-    grading: Literal["threshold", "band"] = "band"  # full_training
-    threshold: float = 0.5  # full_training, grading: threshold
-    floor: float | None = None  # band: 0 points at or below; None = mIoU of the all-background predictor
-    bar: float = 0.5  # band: full points at or above
-
-
-_KIND_KEYS = {
-    "transpose_conv": {"seed", "cases", "edge_cases", "atol", "rtol"},
-    "bilinear_kernel": {"factors", "atol", "rtol"},
-    "confusion_matrix": {"seed", "cases", "edge_cases"},
-    "mean_iou": {"seed", "cases", "edge_cases", "atol", "rtol"},
-    "pixel_accuracy": {"seed", "cases", "edge_cases", "atol", "rtol"},
-    "model_shapes": {"seed", "input_sizes", "min_parameters", "max_parameters"},
-    "overfit": {"seed", "epochs", "loss_bound", "min_pixel_accuracy", "prediction_mode", "image_size",
-                "example_index"},
-    "full_training": {"seed", "epochs", "batch_size", "grading", "threshold", "floor", "bar"},
-}
-_COMMON_KEYS = {"id", "kind", "name", "points", "visibility", "requires"}
+_COMMON_KEYS = {f.name for f in dataclasses.fields(CheckSpec)}
+_ID = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -138,9 +77,15 @@ class Rubric:
         return next(c for c in self.checks if c.id == check_id)
 
     def stages(self) -> list[str]:
-        """Stages this rubric needs, in execution order (import always first)."""
-        used = {STAGE_OF_KIND[c.kind] for c in self.checks}
-        return ["import"] + [s for s in ("unit", "model", "overfit", "train") if s in used]
+        """The sandbox stages this rubric needs, in execution order: import, then ``unit`` (every unit
+        check at once) when there is one, then one stage per other check, named by its id."""
+        return list(dict.fromkeys(["import"] + sorted((stage_of(c) for c in self.checks), key=lambda s: s != "unit")))
+
+    def budget(self, stage: str) -> StageBudget:
+        """The budget of a sandbox stage (``import``, ``unit`` or a check id)."""
+        if stage in ("import", "unit"):
+            return self.budgets.of(stage)
+        return self.budgets.of(KINDS[self.check(stage).kind].budget)
 
 
 def load_rubric(path: Path) -> Rubric:
@@ -187,14 +132,11 @@ def _validate(rubric: Rubric, data: dict) -> None:
     ids = [c.id for c in rubric.checks]
     if not ids:
         raise RubricError("checks: the rubric has no checks; add at least one")
-    for i, (check, raw) in enumerate(zip(rubric.checks, data["checks"])):
+    for i, check in enumerate(rubric.checks):
         where = f"checks[{i}]"
-        if check.kind not in CHECK_KINDS:
-            raise RubricError(f"{where}.kind: {check.kind!r} is not one of {', '.join(CHECK_KINDS)}")
-        extra = set(raw) - _COMMON_KEYS - _KIND_KEYS[check.kind]
-        if extra:
-            raise RubricError(f"{where}.{sorted(extra)[0]}: not a setting of a {check.kind} check "
-                              f"(allowed: {', '.join(sorted(_KIND_KEYS[check.kind]))})")
+        if check.id in ("import", "unit") or not _ID.match(check.id):
+            raise RubricError(f"{where}.id: {check.id!r} must be letters, digits and _ (not 'import' or 'unit'): "
+                              "it names the check's stage and output folder")
         if check.id in ids[:i]:
             raise RubricError(f"{where}.id: {check.id!r} is used twice; ids must be unique")
         if check.points < 0:
@@ -202,8 +144,7 @@ def _validate(rubric: Rubric, data: dict) -> None:
         for req in check.requires:
             if req not in ids[:i]:
                 raise RubricError(f"{where}.requires: {req!r} is not the id of an earlier check")
-        if check.kind == "full_training" and check.floor is not None and check.floor >= check.bar:
-            raise RubricError(f"{where}.floor: must be below bar ({check.bar})")
+        KINDS[check.kind].validate(check, where)
     if rubric.dataset.kind == "voc" and not rubric.dataset.voc_root:
         raise RubricError("dataset.voc_root: required when dataset.kind is voc (the folder containing VOCdevkit)")
 
@@ -232,6 +173,8 @@ def _build(cls: type, data: Any, path: str) -> Any:
 
 def _coerce(hint: Any, value: Any, path: str) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is CheckSpec:
+        return _build_check(value, path)
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, path)
     if origin in (Union, types.UnionType):
@@ -260,9 +203,23 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
             pass
     if hint in (int, str, bool) and type(value) is hint:
         return value
-    if hint is CheckSpec or hint is Any:
+    if hint is Any:
         return value
     raise RubricError(f"{path}: expected {getattr(hint, '__name__', hint)}, got {type(value).__name__} {value!r}")
+
+
+def _build_check(data: Any, path: str) -> CheckSpec:
+    """A check's fields are its kind's: ``kind`` picks the dataclass, and a key of another kind is refused."""
+    if not isinstance(data, dict):
+        raise RubricError(f"{path}: expected a mapping, got {type(data).__name__}")
+    kind = KINDS.get(data.get("kind")) if isinstance(data.get("kind"), str) else None
+    if kind is None:
+        raise RubricError(f"{path}.kind: {data.get('kind')!r} is not one of {', '.join(KINDS)}")
+    own = sorted(f.name for f in dataclasses.fields(kind.spec) if f.name not in _COMMON_KEYS)
+    for key in data:
+        if key not in _COMMON_KEYS and key not in own:
+            raise RubricError(f"{_join(path, key)}: not a setting of a {kind.name} check (allowed: {', '.join(own)})")
+    return _build(kind.spec, data, path)
 
 
 def _join(path: str, key: Any) -> str:

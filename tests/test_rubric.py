@@ -19,7 +19,7 @@ checks:
 def test_shipped_rubrics_load(path: Path) -> None:
     rubric = load_rubric(path)
     assert rubric.max_score == 100
-    assert rubric.stages() == ["import", "unit", "model", "overfit", "train"]
+    assert rubric.stages() == ["import", "unit", "model_shapes", "overfit", "full_training"]  # net checks by id
 
 
 def test_defaults_fill_what_the_yaml_leaves_out() -> None:

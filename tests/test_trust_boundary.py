@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from grader.judge import JudgeContext, StageResult, judge_check
+from grader.checks import kind_of
+from grader.checks.verdict import JudgeContext, StageResult
 from grader.outputs import OutputError, read_stage
 from grader.rubric import StageBudget
 from grader.sandbox.base import SandboxRun
@@ -41,15 +42,16 @@ def test_job_folder_holds_inputs_only(tmp_path: Path, test_rubric, cache_dir: Pa
     from grader.jobs import build_job
 
     plan = build_job(test_rubric, job_dir=tmp_path / "job", cache_dir=cache_dir)
-    labels = plan.eval_labels
+    labels = plan.host["full_training"]["eval_labels"]
     for path in plan.job_dir.rglob("*.npy"):
         arr = np.load(path, allow_pickle=False)
         assert not (arr.shape == labels.shape and np.array_equal(arr, labels)), f"{path.name} holds the eval labels"
         assert not (arr.ndim == 3 and arr.shape[1:] == labels.shape[1:] and arr.dtype == np.uint8
                     and len(arr) == len(labels) and "mask" in path.name), path.name
-    names = {p.name for p in plan.job_dir.iterdir()}
-    assert names == {"job.json", "unit", "overfit_image.npy", "overfit_target.npy", "train_images.npy",
-                     "train_masks.npy", "eval_images.npy"}
+    names = {p.relative_to(plan.job_dir).as_posix() for p in plan.job_dir.rglob("*") if "unit" not in p.parts}
+    assert names == {"job.json", "overfit", "overfit/image.npy", "overfit/target.npy", "full_training",
+                     "full_training/train_images.npy", "full_training/train_masks.npy",
+                     "full_training/eval_images.npy"}
     assert "expected" not in (plan.job_dir / "job.json").read_text()
 
 
@@ -108,6 +110,6 @@ def test_a_malformed_output_fails_only_its_check(tmp_path: Path, test_rubric, ca
                      output_truncated=False, isolation="test")
     stage = StageResult("unit", run, read_stage(tmp_path / "out", "unit"), StageBudget())
     ctx = JudgeContext(plan=plan, expected=expected_outputs({"bilinear_kernel": cases}), num_classes=21)
-    result = judge_check(spec, stage, ctx).result
+    result = kind_of(spec).judge(spec, stage, ctx).result
     assert result.status == "failed" and result.score == 0
     assert "not a valid .npy" in json.dumps(result.details)

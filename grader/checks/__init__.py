@@ -1,0 +1,46 @@
+"""The check kinds: one module each, holding everything that kind knows; this registry maps ``kind:`` to it.
+
+A kind module (PrairieLearn's element shape: prepare / run / parse / grade in one file) holds:
+its rubric fields (a ``CheckSpec`` subclass) and their validation, the inputs it adds to the job (run in the
+trusted preparation process), the function the runner calls inside the sandbox, the judge that turns the
+sandbox's raw outputs into a CheckResult on the host, and its hint. ``grader.checks.base.CheckKind`` says
+what each part is. Shared parts: ``unit`` (cases vs the reference's outputs), ``metric_cases``, ``nets``
+(building the student's net), ``verdict`` (what a judge receives and returns; timeouts, OOM, crashes).
+
+Stages and outputs are keyed by check id, never by kind: two checks of one kind run with their own settings.
+All unit checks share one sandbox run (stage ``unit``; their case ids start with the check id); every other
+check runs in a stage of its own, named by its id, under the rubric budget its kind names.
+
+Adding a kind (say ``dice``):
+1. ``grader/checks/dice.py``: a frozen ``DiceSpec(CheckSpec)`` (or ``UnitSpec``) with a default for every
+   field; ``KIND = unit_kind("dice", DiceSpec, "dice_score", make_cases, HINT)`` for a function compared
+   with the reference on seeded cases (then add ``dice_score`` to reference/ and student_template/), or
+   ``KIND = CheckKind(name=..., spec=..., budget=..., functions=..., inputs=..., run=..., judge=...)``.
+2. One line in ``_MODULES`` below.
+3. Tests: the reference passes it and a planted bug fails it with the message a student needs
+   (tests/test_checks.py shows the pattern); a rubric using it validates (tests/test_rubric.py).
+Heavy libraries come through ``grader.heavy`` (loaded on first use): the light host core imports this
+registry to read rubrics.
+"""
+from __future__ import annotations
+
+from grader.checks import (bilinear_kernel, confusion_matrix, full_training, mean_iou, model_shapes, overfit,
+                           pixel_accuracy, transpose_conv)
+from grader.checks.base import CheckKind, CheckSpec
+
+__all__ = ["KINDS", "CheckKind", "CheckSpec", "kind_of", "stage_of", "STUDENT_NAMES"]
+
+_MODULES = (transpose_conv, bilinear_kernel, confusion_matrix, mean_iou, pixel_accuracy, model_shapes, overfit,
+            full_training)
+KINDS: dict[str, CheckKind] = {m.KIND.name: m.KIND for m in _MODULES}
+# Every name of the student API some kind calls, in a stable order (the import stage reports which exist).
+STUDENT_NAMES: tuple[str, ...] = tuple(dict.fromkeys(n for k in KINDS.values() for n in k.functions))
+
+
+def kind_of(spec: CheckSpec) -> CheckKind:
+    return KINDS[spec.kind]
+
+
+def stage_of(spec: CheckSpec) -> str:
+    """The sandbox stage that runs ``spec``: ``unit`` (all unit checks) or the check's own id."""
+    return KINDS[spec.kind].stage(spec)

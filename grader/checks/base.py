@@ -1,0 +1,73 @@
+"""What every check kind is made of: the rubric fields all checks share, and the kind's description.
+
+Light on purpose (no numpy, no torch): ``grader.rubric`` reads the kinds' fields through this module.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+__all__ = ["RubricError", "CheckSpec", "CheckKind", "StageBudget", "Visibility", "STAGE_BUDGETS"]
+
+Visibility = Literal["visible", "hidden", "after_due_date"]
+STAGE_BUDGETS = ("import", "unit", "model", "overfit", "train")  # the rubric's `budgets:` keys
+
+
+class RubricError(ValueError):
+    """The rubric is invalid; the message names the YAML path and what to write instead."""
+
+
+@dataclass(frozen=True)
+class StageBudget:
+    timeout_s: float = 120.0  # wall clock for the stage, then the sandbox is killed
+    memory_mb: int = 4096  # address space (local) / cgroup memory (docker)
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """The fields every check has. A kind subclasses it with its own fields (all with defaults)."""
+
+    id: str  # unique; also names the check's sandbox stage and output folder (net kinds)
+    kind: str  # a key of grader.checks.KINDS
+    name: str
+    points: float
+    visibility: Visibility = "visible"
+    requires: tuple[str, ...] = ()  # ids of earlier checks that must pass first, else this one is not run
+
+
+@dataclass(frozen=True)
+class CheckKind:
+    """One kind of check, whole: what a newcomer reads to know what the kind does and where.
+
+    - ``spec``: its rubric fields (a CheckSpec subclass); ``validate(spec, where)`` raises RubricError for
+      combinations a type cannot express (``where`` is the YAML path, e.g. ``checks[3]``).
+    - ``budget``: which of the rubric's stage budgets its sandbox run uses. Kinds with budget ``unit`` share
+      ONE sandbox run (stage ``unit``: all unit checks' cases); every other check runs alone, in the stage
+      named by its id, with its own settings.
+    - ``functions``: the student names it calls (missing ones fail the check without running it).
+    - ``inputs(spec, job) -> (stage config, host arrays)``: in the trusted preparation process: writes what
+      the sandbox may see into the job folder (through ``job``) and returns the stage's JSON config, plus the
+      arrays only the host may see (evaluation labels ...), kept per check id.
+    - ``run(student, config, job_dir, writer, device)``: INSIDE the sandbox: calls the student's code and
+      writes raw outputs through ``writer`` (records and arrays), never a score.
+    - ``judge(spec, stage, ctx) -> Judged``: on the host: the CheckResult (and report artefacts) from the
+      stage's outputs.
+    - ``hint``: one sentence shown with a failure.
+    - ``cases(spec)`` (unit kinds only): the check's seeded cases, rebuilt on the host for the feedback.
+    """
+
+    name: str
+    spec: type[CheckSpec]
+    budget: str
+    functions: tuple[str, ...]
+    inputs: Callable[[Any, Any], tuple[dict, dict[str, Any]]]  # (spec, grader.jobs.JobBuilder)
+    run: Callable[[Any, dict, Path, Any, str], None]  # (student, config, job_dir, grader.runner.StageWriter, device)
+    judge: Callable[[Any, Any, Any], Any]  # (spec, verdict.StageResult, verdict.JudgeContext) -> verdict.Judged
+    hint: str = ""
+    validate: Callable[[Any, str], None] = lambda spec, where: None
+    cases: Callable[[Any], list] | None = None  # unit kinds: spec -> its seeded cases (host and preparation)
+
+    def stage(self, spec: CheckSpec) -> str:
+        """The sandbox stage that runs ``spec``: ``unit`` (shared) or the check's own id."""
+        return "unit" if self.budget == "unit" else spec.id

@@ -1,0 +1,123 @@
+"""full_training: the student's ``train(model, loader, epochs)`` on the training split within the budget;
+the trained net then labels the evaluation IMAGES inside the sandbox (their labels never enter it), and the
+host scores those label maps: validation mIoU and pixel accuracy.
+
+Points: ``grading: band`` (default) gives 0 at or below ``floor`` (None: the mIoU of the all-background
+predictor on the same images, computed here) and full points at or above ``bar``, linear between;
+``grading: threshold`` is all-or-nothing at ``threshold``. ``passed`` means at or above the bar.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from grader import metrics
+from grader.checks.base import CheckKind, CheckSpec, RubricError
+from grader.checks.nets import build_model, losses_of
+from grader.checks.verdict import JudgeContext, Judged, StageResult, problem_or_crash, result
+from grader.heavy import LazyModule
+from grader.heavy import numpy as np
+from grader.heavy import torch
+from grader.outputs import OutputError
+
+__all__ = ["KIND", "FullTrainingSpec", "band_score", "trivial_floor"]
+
+voc = LazyModule("grader.voc")  # the loader and the class names (numpy, PIL, torch: loaded on first use)
+
+
+@dataclass(frozen=True)
+class FullTrainingSpec(CheckSpec):
+    seed: int = 0  # seeds the net's initialisation and the loader's order
+    epochs: int = 40
+    batch_size: int = 16
+    grading: Literal["threshold", "band"] = "band"
+    threshold: float = 0.5  # grading: threshold
+    floor: float | None = None  # band: 0 points at or below; None = mIoU of the all-background predictor
+    bar: float = 0.5  # band: full points at or above
+
+
+def validate(spec: FullTrainingSpec, where: str) -> None:
+    if spec.floor is not None and spec.floor >= spec.bar:
+        raise RubricError(f"{where}.floor: must be below bar ({spec.bar})")
+
+
+def inputs(spec: FullTrainingSpec, job: Any) -> tuple[dict, dict]:
+    ds = job.rubric.dataset
+    train_images, train_masks = job.split(ds.train_split, size=ds.size)
+    eval_images, eval_labels = job.split(ds.eval_split, size=ds.size)
+    train_images, train_masks = train_images[:ds.max_train_images], train_masks[:ds.max_train_images]
+    eval_images, eval_labels = eval_images[:ds.max_eval_images], eval_labels[:ds.max_eval_images]
+    config = {"seed": spec.seed, "num_classes": job.rubric.num_classes, "epochs": spec.epochs,
+              "batch_size": spec.batch_size, "train_images": job.save(f"{spec.id}/train_images.npy", train_images),
+              "train_masks": job.save(f"{spec.id}/train_masks.npy", train_masks),
+              "eval_images": job.save(f"{spec.id}/eval_images.npy", eval_images)}
+    return config, {"eval_images": eval_images, "eval_labels": eval_labels}
+
+
+def run(student: Any, config: dict, job: Path, writer: Any, device: str) -> None:
+    def load(name: str) -> Any:
+        return np.load(job / config[name], allow_pickle=False)
+
+    loader = voc.make_loader(load("train_images"), load("train_masks"), batch_size=config["batch_size"],
+                             seed=config["seed"])
+    model = build_model(student, config, device)
+    start = time.perf_counter()
+    losses = student.train(model, loader, config["epochs"])
+    writer.record("losses", {"ok": True, "losses": [float(v) for v in losses],
+                             "seconds": time.perf_counter() - start})
+    images, _ = voc.to_tensors(load("eval_images"), None)
+    model.eval()
+    preds = []
+    with torch.no_grad():
+        for batch in images.split(config["batch_size"]):
+            preds.append(model(batch.to(device)).argmax(1).to(torch.uint8).cpu())
+    writer.record("predictions", {"ok": True, "file": writer.array("predictions", torch.cat(preds))})
+
+
+def band_score(spec: FullTrainingSpec, miou: float, floor: float) -> float:
+    if spec.grading == "threshold":
+        return spec.points if miou >= spec.threshold else 0.0
+    return spec.points * float(np.clip((miou - floor) / (spec.bar - floor), 0.0, 1.0))
+
+
+def trivial_floor(labels: Any, num_classes: int) -> float:
+    """mIoU of predicting background everywhere on the evaluation images: the band's zero point."""
+    return metrics.mean_iou(metrics.confusion(labels, np.zeros_like(labels), num_classes))
+
+
+def judge(spec: FullTrainingSpec, stage: StageResult, ctx: JudgeContext) -> Judged:
+    losses = losses_of(stage.outputs.record("losses"))
+    host = ctx.plan.host[spec.id]
+    labels = host["eval_labels"]
+    try:
+        if losses is None or stage.outputs.record("predictions") is None:
+            raise OutputError("no predictions")
+        preds = stage.outputs.array("predictions")
+        if preds.shape != labels.shape:
+            raise OutputError(f"predictions of shape {list(preds.shape)}, expected {list(labels.shape)}")
+    except OutputError:
+        return problem_or_crash(spec, stage)
+    conf = metrics.confusion(labels, preds, ctx.num_classes)
+    miou, acc = metrics.mean_iou(conf), metrics.pixel_accuracy(conf)
+    floor = spec.floor if spec.floor is not None else trivial_floor(labels, ctx.num_classes)
+    bar = spec.threshold if spec.grading == "threshold" else spec.bar
+    score = band_score(spec, miou if math.isfinite(miou) else 0.0, floor)
+    per_image = np.array([metrics.mean_iou(metrics.confusion(t, p, ctx.num_classes)) for t, p in zip(labels, preds)])
+    iou = metrics.per_class_iou(conf)
+    names = voc.VOC_CLASSES
+    details = dict(losses=losses, miou=miou, pixel_accuracy=acc, floor=floor, bar=bar, confusion=conf.tolist(),
+                   class_names=list(names), per_class_iou={names[c]: None if math.isnan(v) else float(v)
+                                                           for c, v in enumerate(iou)})
+    art = {"train_eval": {"images": host["eval_images"], "targets": labels, "preds": preds.astype(np.uint8),
+                          "per_image_miou": per_image}}
+    verdict = "passed" if miou >= bar else "failed"
+    message = (f"Validation mIoU {miou:.3f} (pixel accuracy {acc:.1%}); full points at {bar:.3f}"
+               + ("" if spec.grading == "threshold" else f", none at or below {floor:.3f} (all-background)") + ".")
+    return Judged(result(spec, verdict, score, message, **details), art)
+
+
+KIND = CheckKind(name="full_training", spec=FullTrainingSpec, budget="train", functions=("SegNet", "train"),
+                 inputs=inputs, run=run, judge=judge, validate=validate)

@@ -1,0 +1,125 @@
+"""overfit: the student's ``overfit_single_example(model, image, target, epochs)`` trains their SegNet on ONE
+training example; judged from the logits the trained net produces on it (pixel accuracy and cross-entropy
+computed here) together with the returned loss history (below the bound within the epochs, no NaN).
+
+The net is evaluated in train and eval mode; ``prediction_mode: either`` counts the better one, because a
+BatchNorm net's running statistics trail its weights after a few high-LR steps.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from grader import metrics
+from grader.checks.base import CheckKind, CheckSpec
+from grader.checks.nets import build_model, losses_of
+from grader.checks.verdict import JudgeContext, Judged, StageResult, problem_or_crash, result, stage_problem
+from grader.heavy import LazyModule
+from grader.heavy import numpy as np
+from grader.heavy import torch
+from grader.outputs import OutputError
+
+__all__ = ["KIND", "OverfitSpec", "cross_entropy"]
+
+voc = LazyModule("grader.voc")  # IGNORE_INDEX (numpy and PIL: loaded on first use)
+
+
+@dataclass(frozen=True)
+class OverfitSpec(CheckSpec):
+    seed: int = 0  # seeds the net's initialisation (the student's loop is theirs)
+    epochs: int = 40
+    loss_bound: float = 0.05  # a loss below this within the epochs
+    min_pixel_accuracy: float = 0.95  # on the example, computed by the host
+    prediction_mode: Literal["train", "eval", "either"] = "either"  # which mode's logits count
+    image_size: int = 128  # the example is resized to this (stride-8/16 encoders need room)
+    example_index: int = 0  # which training image
+
+
+def inputs(spec: OverfitSpec, job: Any) -> tuple[dict, dict]:
+    images, masks = job.split(job.rubric.dataset.train_split, size=spec.image_size)
+    image, target = images[spec.example_index], masks[spec.example_index]
+    config = {"seed": spec.seed, "num_classes": job.rubric.num_classes, "epochs": spec.epochs,
+              "image": job.save(f"{spec.id}/image.npy", image), "target": job.save(f"{spec.id}/target.npy", target)}
+    return config, {"image": image, "target": target}
+
+
+def run(student: Any, config: dict, job: Path, writer: Any, device: str) -> None:
+    image = torch.from_numpy(np.load(job / config["image"], allow_pickle=False)).float().div(255).unsqueeze(0)
+    target = torch.from_numpy(np.load(job / config["target"], allow_pickle=False)).long().unsqueeze(0)
+    image, target = image.to(device), target.to(device)
+    model = build_model(student, config, device)
+    model.train()
+    start = time.perf_counter()
+    losses = student.overfit_single_example(model, image, target, config["epochs"])
+    writer.record("losses", {"ok": True, "losses": [float(v) for v in losses],
+                             "seconds": time.perf_counter() - start})
+    for mode in ("train", "eval"):
+        model.train(mode == "train")
+        with torch.no_grad():
+            writer.record(f"logits_{mode}", {"ok": True, "file": writer.array(f"logits_{mode}", model(image).float())})
+
+
+def cross_entropy(logits: Any, target: Any, *, ignore_index: int = 255) -> float:
+    """Mean cross-entropy of (N, C, H, W) logits against (N, H, W) labels over the pixels whose label is not
+    ``ignore_index``, in float64: ``F.cross_entropy(logits.double(), target, ignore_index=255)`` in numpy (the
+    grader's process does not import torch). nan when every pixel is void, as torch gives."""
+    z = np.moveaxis(np.asarray(logits, dtype=np.float64), 1, -1)  # (N, H, W, C)
+    labels = np.asarray(target, dtype=np.int64)
+    keep = labels != ignore_index
+    z, labels = z[keep], labels[keep]  # (P, C), (P,)
+    if labels.size == 0:
+        return float("nan")
+    top = z.max(axis=1, keepdims=True)  # log-sum-exp shifted by the max: no overflow for large logits
+    log_norm = top[:, 0] + np.log(np.exp(z - top).sum(axis=1))
+    return float(np.mean(log_norm - z[np.arange(labels.size), labels]))
+
+
+def _mode_scores(logits: Any, target: Any) -> tuple[float, float]:
+    """(pixel accuracy, cross-entropy ignoring void) of (1, C, H, W) logits against an (H, W) mask."""
+    pred = logits[0].argmax(0)
+    acc = metrics.pixel_accuracy(metrics.confusion(target, pred, logits.shape[1]))
+    return acc, cross_entropy(logits, target[None], ignore_index=voc.IGNORE_INDEX)
+
+
+def judge(spec: OverfitSpec, stage: StageResult, ctx: JudgeContext) -> Judged:
+    losses = losses_of(stage.outputs.record("losses"))
+    if losses is None:
+        return problem_or_crash(spec, stage)
+    host = ctx.plan.host[spec.id]
+    target, scores, logits = host["target"], {}, {}
+    for mode in ("train", "eval"):
+        try:
+            logits[mode] = stage.outputs.array(f"logits_{mode}")
+            if logits[mode].shape != (1, ctx.num_classes, *target.shape):
+                raise OutputError(f"logits of shape {list(logits[mode].shape)}")
+            scores[mode] = _mode_scores(logits[mode], target)
+        except OutputError as exc:
+            return Judged(stage_problem(spec, stage) or result(spec, "error", 0.0, f"No usable logits: {exc}."))
+    below = next((i + 1 for i, v in enumerate(losses) if v < spec.loss_bound), None)
+    acc = {m: scores[m][0] for m in scores}
+    counted = max(acc, key=acc.get) if spec.prediction_mode == "either" else spec.prediction_mode
+    details = dict(losses=losses, epochs=spec.epochs, loss_bound=spec.loss_bound, first_epoch_below=below,
+                   pixel_accuracy={f"{m}_mode": acc[m] for m in acc}, counted_mode=counted,
+                   host_cross_entropy=scores[counted][1])
+    problems = []
+    if not losses or len(losses) > spec.epochs or not all(map(math.isfinite, losses)):
+        problems.append(f"the loss history has {len(losses)} entries for {spec.epochs} epochs or contains NaN/inf")
+    if below is None:
+        problems.append(f"the loss never fell below {spec.loss_bound:g} within {spec.epochs} epochs "
+                        f"(lowest {min(losses, default=float('nan')):.3g})")
+    if not acc[counted] >= spec.min_pixel_accuracy:
+        problems.append(f"the trained net labels {acc[counted]:.1%} of the example's pixels correctly "
+                        f"({counted} mode), below {spec.min_pixel_accuracy:.0%}")
+    art = {"overfit": {"image": host["image"], "target": target,
+                       "pred": logits[counted][0].argmax(0).astype(np.uint8)}}
+    if problems:
+        return Judged(result(spec, "failed", 0.0, "Did not overfit: " + "; ".join(problems) + ".", **details), art)
+    return Judged(result(spec, "passed", spec.points, f"Loss below {spec.loss_bound:g} at epoch {below}; "
+                         f"{acc[counted]:.1%} of pixels right ({counted} mode).", **details), art)
+
+
+KIND = CheckKind(name="overfit", spec=OverfitSpec, budget="overfit", functions=("SegNet", "overfit_single_example"),
+                 inputs=inputs, run=run, judge=judge)
