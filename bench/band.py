@@ -73,7 +73,7 @@ def _read_run(path: Path, *, design: str, seed: int) -> BandRun:
     check = next(c for c in data["checks"] if c["id"] == "full_training")
     details = check.get("details", {})
     return BandRun(design=design, seed=seed, miou=details.get("miou"), floor=details.get("floor"),
-                   train_s=data["provenance"].get("durations_s", {}).get("train"), status=check["status"],
+                   train_s=data["provenance"].get("durations_s", {}).get("full_training"), status=check["status"],
                    message=check["message"])
 
 

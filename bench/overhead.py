@@ -37,11 +37,12 @@ import torch
 from grader.grading import prepare_batch
 from grader.expected import reference_module
 from grader.intake import prepare_submission
-from grader.judge import StageResult, judge_check
+from grader.checks import kind_of, stage_of
+from grader.checks.verdict import StageResult
 from grader.outputs import read_stage
 from grader.pipeline import Batch, grade_submission
-from grader.rubric import STAGE_OF_KIND, Rubric, load_rubric
-from grader.runner import STAGES, StageWriter
+from grader.rubric import Rubric, load_rubric
+from grader.runner import StageWriter, run_stage
 from grader.sandbox.base import SandboxRequest, SandboxRun
 from grader.sandbox.forkserver import PRELOAD
 from grader.sandbox.local import LocalSandbox
@@ -83,24 +84,22 @@ def end_to_end(batch: Batch, work: Path) -> tuple[float, dict[str, float], dict[
 
 
 def _stages(rubric: Rubric) -> list[str]:
-    order = ["import", "unit", "model", "overfit", "train"]
-    wanted = {"import"} | {STAGE_OF_KIND[c.kind] for c in rubric.checks}
-    return [s for s in order if s in wanted]
+    return rubric.stages()
 
 
 def _call_stage(stage: str, job: Path, student: object, out: Path, device: str) -> None:
-    spec = json.loads((job / "job.json").read_text())["stages"].get(stage, {})
+    stages = json.loads((job / "job.json").read_text())["stages"]
     out.mkdir(parents=True)
-    writer = StageWriter(out, stage)
-    if stage in ("import", "unit"):
-        STAGES[stage](student, spec, job, writer)
-    else:
-        STAGES[stage](student, spec, job, writer, device)
+    run_stage(student, stage, stages, job, StageWriter(out, stage), device)
+
+
+def _judge_all(batch: Batch, stages: dict[str, StageResult]) -> dict[str, float]:
+    return {c.id: kind_of(c).judge(c, stages[stage_of(c)], batch.ctx).result.score for c in batch.rubric.checks}
 
 
 def _run_stage(stage: str, batch: Batch, student: object, out: Path) -> StageResult:
     _call_stage(stage, batch.ctx.plan.job_dir, student, out, batch.device)
-    return StageResult(stage, _IN_PROCESS, read_stage(out, stage), batch.rubric.budgets.of(stage))
+    return StageResult(stage, _IN_PROCESS, read_stage(out, stage), batch.rubric.budget(stage))
 
 
 def _fresh_child(job: str, out: str, device: str, threads: int, stages: list[str]) -> None:
@@ -126,10 +125,9 @@ def direct_fresh(batch: Batch, work: Path) -> tuple[float, dict[str, float], dic
     done = subprocess.run(argv, check=True, capture_output=True, text=True)
     seconds = json.loads(done.stdout.strip().splitlines()[-1])
     with Clock() as judging:
-        results = {s: StageResult(s, _IN_PROCESS, read_stage(work / "fresh" / s, s), batch.rubric.budgets.of(s))
+        results = {s: StageResult(s, _IN_PROCESS, read_stage(work / "fresh" / s, s), batch.rubric.budget(s))
                    for s in stages}
-        scores = {c.id: judge_check(c, results[STAGE_OF_KIND[c.kind]], batch.ctx).result.score
-                  for c in batch.rubric.checks}
+        scores = _judge_all(batch, results)
     return sum(seconds.values()) + judging.seconds, scores, seconds
 
 
@@ -142,8 +140,7 @@ def direct(batch: Batch, work: Path) -> tuple[float, dict[str, float], dict[str,
             with Clock() as stage_clock:
                 stages[stage] = _run_stage(stage, batch, student, work / "direct" / stage)
             seconds[stage] = round(stage_clock.seconds, 3)
-        scores = {c.id: judge_check(c, stages[STAGE_OF_KIND[c.kind]], batch.ctx).result.score
-                  for c in batch.rubric.checks}
+        scores = _judge_all(batch, stages)
     return clock.seconds, scores, seconds
 
 

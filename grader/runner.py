@@ -25,7 +25,7 @@ import numpy as np
 from grader.checks import KINDS, STUDENT_NAMES
 from grader.sandbox.base import DEVICE_LINE
 
-__all__ = ["main"]
+__all__ = ["StageWriter", "main", "run_stage"]
 
 
 class StageWriter:
@@ -64,7 +64,7 @@ def _error(exc: BaseException) -> dict[str, Any]:
     return {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:2000], "traceback": "".join(tb)[-6000:]}
 
 
-def _run_stage(student: Any, stage: str, stages: dict, job: Path, writer: StageWriter, device: str) -> None:
+def run_stage(student: Any, stage: str, stages: dict, job: Path, writer: StageWriter, device: str) -> None:
     """``import``: which API names exist; ``unit``: every unit check's cases; else the check named ``stage``."""
     if stage == "import":
         writer.record("names", {"ok": True, "present": [n for n in STUDENT_NAMES
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         writer.record("import_error", {**_error(exc), "syntax": isinstance(exc, SyntaxError)})
         return 3
     try:
-        _run_stage(student, args.stage, config["stages"], job, writer, device)
+        run_stage(student, args.stage, config["stages"], job, writer, device)
     except Exception as exc:
         writer.record("stage_error", _error(exc))
         return 4

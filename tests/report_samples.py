@@ -50,7 +50,7 @@ def _provenance(seed: int) -> dict:
         "sandbox": {"engine": "local", "isolation": "rlimits, own process group, unshare(net)"},
         "seeds": {"torch": 0, "numpy": 0, "data": seed}, "rubric_hash": "ab12" * 16,
         "submission_hash": f"{seed:04d}" * 16, "dataset_hash": "cd34" * 16,
-        "durations_s": {"import": 0.8, "unit": 3.2, "model": 1.1, "overfit": 14.5, "train": 61.0},
+        "durations_s": {"import": 0.8, "unit": 3.2, "model_shapes": 1.1, "overfit": 14.5, "full_training": 61.0},
         "graded_at": "2025-11-27T12:00:00+00:00",
     }
 
