@@ -53,13 +53,16 @@ def test_docker_runs_record_the_engine_in_provenance(docker_batch) -> None:
 def test_no_container_is_left_after_the_batch(docker_batch) -> None:
     import docker
 
-    from grader.sandbox.docker import LABEL
+    from grader.sandbox.docker_daemon import LABEL
 
     client = docker.from_env()
     assert client.containers.list(all=True, filters={"label": LABEL}) == []
 
 
-def test_sigint_to_the_grader_mid_batch_leaves_no_container(tmp_path: Path, docker_sandbox, cache_dir: Path) -> None:
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_interrupting_the_grader_mid_batch_leaves_no_container(tmp_path: Path, docker_sandbox, cache_dir: Path,
+                                                               signum: str) -> None:
+    """Ctrl-C, or SIGTERM from a scheduler: the batch aborts the engine (spares included) and exits 130."""
     import signal
     import subprocess
     import sys
@@ -68,7 +71,7 @@ def test_sigint_to_the_grader_mid_batch_leaves_no_container(tmp_path: Path, dock
     import docker
 
     from fixture_submissions import materialize
-    from grader.sandbox.docker import LABEL
+    from grader.sandbox.docker_daemon import LABEL
 
     materialize("infinite_loop", tmp_path / "class")
     rubric = tmp_path / "train_only.yaml"
@@ -83,7 +86,7 @@ def test_sigint_to_the_grader_mid_batch_leaves_no_container(tmp_path: Path, dock
         time.sleep(0.5)
     assert client.containers.list(filters={"label": LABEL}), "no grading container ever started"
     time.sleep(2)
-    grader.send_signal(signal.SIGINT)
+    grader.send_signal(getattr(signal, signum))
     _, err = grader.communicate(timeout=120)
     assert grader.returncode == 130, err
     assert "interrupted" in err

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -22,16 +23,9 @@ import pytest
 
 from grader.sandbox import image
 from grader.sandbox.base import InfrastructureError, SandboxRequest, SandboxRun
-from grader.sandbox.docker import (
-    LABEL,
-    BindMount,
-    DockerSandbox,
-    _HeadTail,
-    cleanup_leftovers,
-    connect,
-    docker_sandbox_for_cli,
-    remove_live_containers,
-)
+from grader.sandbox.docker import DockerSandbox, docker_sandbox_for_cli
+from grader.sandbox.docker_container import BindMount, HeadTail
+from grader.sandbox.docker_daemon import LABEL, Daemon, cleanup_leftovers, connect
 
 FIXTURES = Path(__file__).parent / "sandbox_programs"
 REPO = Path(__file__).resolve().parents[1]
@@ -107,7 +101,7 @@ def test_mounting_a_hidden_path_is_refused(tmp_path: Path) -> None:
 
 
 def test_head_tail_keeps_both_ends_within_the_limit() -> None:
-    kept = _HeadTail(1000)
+    kept = HeadTail(1000)
     for index in range(10_000):
         kept.add(f"line {index}\n".encode())
     text, truncated = kept.text()
@@ -116,7 +110,7 @@ def test_head_tail_keeps_both_ends_within_the_limit() -> None:
 
 
 def test_head_tail_keeps_short_output_whole() -> None:
-    kept = _HeadTail(1000)
+    kept = HeadTail(1000)
     kept.add(b"hello\n")
     assert kept.text() == ("hello\n", False)
 
@@ -356,29 +350,92 @@ def test_describe_records_image_and_engine(box: DockerSandbox) -> None:
 def test_cleanup_leftovers_removes_orphans_of_dead_graders(client: docker.DockerClient, box: DockerSandbox) -> None:
     labels = {LABEL: "1", f"{LABEL}.owner": f"{socket.gethostname()}:999999999"}  # a pid that cannot exist
     orphan = client.api.create_container(image=box.image, command=["/none"], labels=labels)["Id"]
-    assert orphan in cleanup_leftovers(client)
-    assert remove_live_containers() == 0
-    assert not client.api.containers(all=True, filters={"id": orphan})
+    live = {LABEL: "1", f"{LABEL}.owner": f"{socket.gethostname()}:{os.getpid()}"}  # a live grader's: ours
+    mine = client.api.create_container(image=box.image, command=["/none"], labels=live)["Id"]
+    try:
+        removed = cleanup_leftovers(client)
+        assert orphan in removed and mine not in removed
+        assert not client.api.containers(all=True, filters={"id": orphan})
+        assert client.api.containers(all=True, filters={"id": mine})
+    finally:
+        client.api.remove_container(mine, force=True)
 
 
 @pytest.mark.docker
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize(("signum", "mode", "containers"), [(signal.SIGINT, "command", 1),
+                                                           (signal.SIGTERM, "command", 1),
+                                                           (signal.SIGTERM, "submission", 2)])
 def test_interrupted_grader_leaves_no_container(client: docker.DockerClient, box: DockerSandbox, tmp_path: Path,
-                                                 signum: int) -> None:
+                                                 signum: int, mode: str, containers: int) -> None:
+    """Ctrl-C or SIGTERM while a stage runs: the grader (owning the signals as a batch does) removes its
+    containers, in "submission" mode also the spare it was starting beside the submission's."""
     for name in ("job", "submission", "out"):
         (tmp_path / name).mkdir()
-    grader = subprocess.Popen([sys.executable, str(FIXTURES / "interrupted_grader.py"), str(REPO), str(tmp_path)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    grader = subprocess.Popen([sys.executable, str(FIXTURES / "interrupted_grader.py"), str(REPO), str(tmp_path),
+                               mode], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     owner = f"{socket.gethostname()}:{grader.pid}"
     try:
-        deadline = time.monotonic() + 60
-        while not [c for c in _ours(client, owner) if c["State"] == "running"]:
+        deadline = time.monotonic() + 90
+        while len([c for c in _ours(client, owner) if c["State"] == "running"]) < containers:
             assert grader.poll() is None, grader.communicate()
-            assert time.monotonic() < deadline, "the container never started"
+            assert time.monotonic() < deadline, "the containers never started"
             time.sleep(0.2)
         grader.send_signal(signum)
-        grader.wait(timeout=30)
+        grader.wait(timeout=60)
     finally:
         grader.kill()
-        grader.communicate()
-    assert _ours(client, owner) == []
+        _, err = grader.communicate()
+    assert _ours(client, owner) == [], err
+    assert "KeyboardInterrupt" in err or "Terminated" in err, err  # it was interrupted, not killed outright
+
+
+def test_the_engine_installs_no_signal_handler() -> None:
+    """The batch owns the signals (grader.interrupts); making an engine changes no handler."""
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    DockerSandbox(image="any:latest", client=docker.DockerClient(base_url=BOGUS_SOCKET, version="1.41"))
+    assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+@pytest.mark.docker
+def test_a_container_created_after_abort_is_removed_as_it_appears(client: docker.DockerClient,
+                                                                  box: DockerSandbox) -> None:
+    """A creation under way when the grader is interrupted ends after ``abort``: adopting it removes it."""
+    daemon = Daemon(client)
+    before = client.api.create_container(image=box.image, command=["/none"], labels={LABEL: "1"})["Id"]
+    daemon.adopt(before)
+    daemon.seal()
+    late = client.api.create_container(image=box.image, command=["/none"], labels={LABEL: "1"})["Id"]
+    with pytest.raises(InfrastructureError, match="interrupted"):
+        daemon.adopt(late)
+    assert not client.api.containers(all=True, filters={"id": late})
+    assert daemon.remove_all() == 1 and not client.api.containers(all=True, filters={"id": before})
+
+
+@pytest.mark.docker
+def test_abort_mid_stage_removes_the_submissions_container_and_the_spare_being_started(
+        client: docker.DockerClient, box: DockerSandbox, tmp_path: Path) -> None:
+    engine = DockerSandbox(image=box.image, python=box.python, extra_mounts=image.test_mounts(), client=client)
+    request = _request(tmp_path, stage="import", timeout_s=120)
+    (request.job_dir / "job.json").write_text(json.dumps({"threads": 1, "device": "cpu", "stages": {}}))
+    (request.submission_dir / "segmentation.py").write_text("while True:\n    pass\n")
+    outcome: list = []
+
+    def grade() -> None:
+        try:
+            outcome.append(engine.run(request))
+        except InfrastructureError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=grade)
+    worker.start()
+    deadline = time.monotonic() + 90
+    while len(_ours(client)) < 2:  # the submission's container, and the spare started beside it
+        assert worker.is_alive() and time.monotonic() < deadline, outcome
+        time.sleep(0.1)
+    engine.abort()
+    assert _ours(client) == []
+    worker.join(timeout=30)
+    assert not worker.is_alive() and outcome  # the stage ended (its container is gone), whatever it says
+    with pytest.raises(InfrastructureError, match="interrupted"):
+        engine.run(dataclasses.replace(request, stage="model", out_dir=tmp_path / "model"))
+    assert _ours(client) == []

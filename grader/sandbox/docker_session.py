@@ -4,7 +4,7 @@ A container per stage paid a container start and a fresh interpreter importing t
 2.5 s on a small machine, five times per submission). Here the submission's container starts once, with the
 same hardening as before, and its PID 1 is the fork server (``grader.sandbox.forkserver --listen``), which
 imports torch before it listens. The engine starts the NEXT submission's container while this one is graded
-(``DockerSandbox`` keeps a spare per job and GPU), so in a batch a submission rarely waits for that import.
+(``docker_spares`` keeps spares per job and GPU), so in a batch a submission rarely waits for that import.
 A spare is blank until it is bound to a submission: its folder (in the batch's scratch, next to the job)
 holds ``submission/`` (the submission is copied in, mounted read-only), ``runs/`` (mounted writable; each
 stage writes ``runs/<stage>``, renamed to the stage's out folder afterwards: a rename on one filesystem,
@@ -19,23 +19,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import random
 import shutil
 import socket
 import tempfile
-import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from docker.types import Mount
 
 from grader.sandbox.base import InfrastructureError, SandboxRequest, SandboxRun, runner_args, says_out_of_memory, \
     share_with_sandbox
+from grader.sandbox.docker_container import ISOLATION, BindMount, Container, ContainerSettings, HeadTail
+from grader.sandbox.docker_daemon import Daemon
 from grader.sandbox.forkclient import ForkServerClient, run_stage
-
-if TYPE_CHECKING:
-    from grader.sandbox.docker import DockerSandbox
 
 __all__ = ["SubmissionContainer", "SESSION_ISOLATION"]
 
@@ -52,10 +46,8 @@ class SubmissionContainer:
     """The container of one submission: started blank (``template`` gives the job, GPU and threads), bound to
     a submission by ``bind``, removed by ``close``."""
 
-    def __init__(self, sandbox: DockerSandbox, template: SandboxRequest) -> None:
-        from grader.sandbox import docker as engine
-
-        self.sandbox, self.engine, self.job_dir, self.gpu = sandbox, engine, template.job_dir, template.gpu
+    def __init__(self, daemon: Daemon, settings: ContainerSettings, template: SandboxRequest) -> None:
+        self.daemon, self.settings, self.job_dir, self.gpu = daemon, settings, template.job_dir, template.gpu
         self.folder = Path(tempfile.mkdtemp(prefix="container-", dir=template.job_dir.parent))
         self.submission, self.runs, self.ctl = (self.folder / name for name in ("submission", "runs", "ctl"))
         for folder in (self.submission, self.runs, self.ctl):
@@ -64,8 +56,10 @@ class SubmissionContainer:
         self.runs.chmod(0o777)
         self.ctl.chmod(0o777)
         self.bound_to: Path | None = None
-        self.uid = sandbox.user or f"{random.SystemRandom().randint(100_000, 199_999)}"
-        self.container_id, self.client, self.output = "", None, engine._HeadTail(4000)
+        self.uid = settings.new_uid()
+        self.container: Container | None = None
+        self.client: ForkServerClient | None = None
+        self.output = HeadTail(4000)
         try:
             self._start(template)
         except BaseException:
@@ -79,8 +73,8 @@ class SubmissionContainer:
         shutil.copytree(request.submission_dir, self.submission, symlinks=True, dirs_exist_ok=True)
         share_with_sandbox(dataclasses.replace(request, submission_dir=self.submission, out_dir=self.runs))
         self.runs.chmod(0o777)
-        with self.engine._engine_errors(self.sandbox.image):  # from a spare's idle share to a full one
-            self.sandbox._client.api.update_container(self.container_id, cpu_shares=FULL_CPU_SHARES)
+        assert self.container is not None
+        self.container.update(cpu_shares=FULL_CPU_SHARES)  # from a spare's idle share to a full one
         self.bound_to = request.submission_dir
 
     def run(self, request: SandboxRequest) -> SandboxRun:
@@ -90,20 +84,18 @@ class SubmissionContainer:
         shutil.rmtree(inside, ignore_errors=True)
         inside.mkdir()
         inside.chmod(0o777)
-        api = self.sandbox._client.api
+        assert self.container is not None and self.client is not None
         mb = request.memory_mb
-        with self.engine._engine_errors(self.sandbox.image):
-            api.update_container(self.container_id, mem_limit=f"{mb}m", memswap_limit=f"{mb}m")
+        self.container.update(mem_limit=f"{mb}m", memswap_limit=f"{mb}m")
         payload = {"runner": runner_args("/job", f"/runs/{request.stage}", "/submission", request.stage),
-                   "config": {"cwd": "/scratch", "env": self.sandbox._environment(request),
-                              "isolation": self.engine.ISOLATION + "; " + SESSION_ISOLATION}}
-        assert self.client is not None
+                   "config": {"cwd": "/scratch", "env": self.settings.environment(request),
+                              "isolation": ISOLATION + "; " + SESSION_ISOLATION}}
         done = run_stage(self.client, payload, timeout_s=request.timeout_s, max_output_bytes=request.max_output_bytes)
         _hand_over(inside, request.out_dir)
         # A stage killed by SIGKILL that the host did not kill: the cgroup's OOM killer (it takes the stage
         # first: oom_score_adj 1000). MemoryError and friends are the other sign.
         oom = not done.timed_out and (done.exit_code == -9 or says_out_of_memory(done.stderr))
-        info = {"engine": "docker", "image": self.sandbox.image, "container_id": self.container_id[:12],
+        info = {"engine": "docker", "image": self.settings.image, "container_id": self.container.id[:12],
                 "user": self.uid, "per_submission": True}
         return SandboxRun(exit_code=done.exit_code, timed_out=done.timed_out, out_of_memory=oom,
                           duration_s=done.duration_s, stdout=done.stdout, stderr=done.stderr,
@@ -116,41 +108,30 @@ class SubmissionContainer:
     def close(self) -> None:
         if self.client is not None:
             self.client.close()  # the server kills its stages and exits; the container ends
-        if self.container_id:
-            self.engine._remove(self.sandbox._client.api, self.container_id)
+        if self.container is not None:
+            self.container.remove()
         shutil.rmtree(self.folder, ignore_errors=True)
 
-    def _mounts(self, request: SandboxRequest) -> list[Mount]:
-        binds = [self.engine.BindMount(request.job_dir, "/job"), self.engine.BindMount(self.submission, "/submission"),
-                 self.engine.BindMount(self.runs, "/runs", False), self.engine.BindMount(self.ctl, "/ctl", False),
-                 *self.sandbox.extra_mounts]
-        return [Mount(target=b.target, source=str(Path(b.source).resolve()), type="bind", read_only=b.read_only)
-                for b in binds]
-
     def _start(self, request: SandboxRequest) -> None:
-        sandbox, api = self.sandbox, self.sandbox._client.api
+        settings = self.settings
         request = dataclasses.replace(request, submission_dir=self.submission, out_dir=self.runs)
-        sandbox._check(request, extra_shown=(self.ctl,))
+        settings.check(request, extra_shown=(self.ctl,))
         share_with_sandbox(request)
         self.runs.chmod(0o777)
-        argv = [sandbox.python, "-s", "-m", "grader.sandbox.forkserver", "--listen", f"/ctl/{SOCKET}",
+        argv = [settings.python, "-s", "-m", "grader.sandbox.forkserver", "--listen", f"/ctl/{SOCKET}",
                 "--clean", "/tmp", "--clean", "/scratch"]
-        with self.engine._engine_errors(sandbox.image):
-            kwargs = sandbox._create_kwargs(argv, request, self.uid, mounts=self._mounts(request), stage="submission")
-            kwargs["host_config"]["CpuShares"] = SPARE_CPU_SHARES
-            self.container_id = api.create_container(**kwargs)["Id"]
-            with self.engine._LIVE_LOCK:
-                self.engine._LIVE[self.container_id] = api
-            stream = api.attach(self.container_id, stdout=True, stderr=True, stream=True, logs=False, demux=True)
-            threading.Thread(target=self.engine._pump, args=(stream, self.output, self.output), daemon=True).start()
-            api.start(self.container_id)
-        self.client = ForkServerClient(self._connect(api), self._ended)
+        binds = [BindMount(request.job_dir, "/job"), BindMount(self.submission, "/submission"),
+                 BindMount(self.runs, "/runs", False), BindMount(self.ctl, "/ctl", False)]
+        self.container = Container(self.daemon, settings, argv, request, uid=self.uid, binds=binds,
+                                   stage="submission", cpu_shares=SPARE_CPU_SHARES)
+        self.container.start(self.output, self.output)
+        self.client = ForkServerClient(self._connect(self.container), self._ended)
 
-    def _connect(self, api: Any) -> socket.socket:
+    def _connect(self, container: Container) -> socket.socket:
         """Wait for the server's socket (it appears once torch is imported), then connect to it."""
         path, deadline = self.ctl / SOCKET, time.monotonic() + START_TIMEOUT_S
         while not path.exists():
-            if time.monotonic() > deadline or not api.inspect_container(self.container_id)["State"]["Running"]:
+            if time.monotonic() > deadline or not container.state()["Running"]:
                 raise InfrastructureError(f"the submission's container did not start its fork server: "
                                           f"{self.output.text()[0].strip()[-1500:] or 'no output'}")
             time.sleep(0.02)
@@ -166,12 +147,13 @@ class SubmissionContainer:
         return sock
 
     def _ended(self) -> str:
-        api = self.sandbox._client.api
-        with contextlib.suppress(Exception):
-            api.wait(self.container_id, timeout=5)
+        """Why the server's connection closed: how its container ended, and its last output."""
         state: dict = {}
-        with contextlib.suppress(Exception):
-            state = api.inspect_container(self.container_id)["State"]
+        if self.container is not None:
+            with contextlib.suppress(Exception):
+                self.container.wait(5)
+            with contextlib.suppress(Exception):
+                state = self.container.state()
         return (f"the submission's container ended (exit code {state.get('ExitCode')}, out of memory: "
                 f"{state.get('OOMKilled')}): {self.output.text()[0].strip()[-1500:] or 'no output'}")
 

@@ -23,7 +23,8 @@ import docker
 from docker.errors import ImageNotFound
 
 from grader.sandbox.base import InfrastructureError
-from grader.sandbox.docker import BindMount, _engine_errors
+from grader.sandbox.docker_container import BindMount
+from grader.sandbox.docker_daemon import engine_errors
 
 __all__ = ["PRODUCTION_TAG", "TEST_TAG", "REPO_ROOT", "build_command", "ensure_image", "build_test_image",
            "test_mounts", "test_python"]
@@ -48,7 +49,7 @@ def build_command(tag: str = PRODUCTION_TAG) -> str:
 def ensure_image(client: docker.DockerClient, tag: str = PRODUCTION_TAG, *, build: bool = False,
                  base: str | None = None) -> str:
     """The id of image ``tag``; build it from the Dockerfile when missing and ``build`` is set."""
-    with _engine_errors(tag):
+    with engine_errors(tag):
         try:
             return client.images.get(tag).id
         except ImageNotFound:
@@ -148,7 +149,7 @@ def build_test_image(client: docker.DockerClient, *, tag: str = TEST_TAG) -> str
     """Import the test image (only when its rootfs changed) and return its tag."""
     data = _rootfs(test_mounts())
     digest = hashlib.sha256(data).hexdigest()[:16]
-    with _engine_errors(tag):
+    with engine_errors(tag):
         try:
             if client.images.get(tag).labels.get(_ROOTFS_LABEL) == digest:
                 return tag
