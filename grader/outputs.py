@@ -222,7 +222,7 @@ def _npy_header(name: str, data: bytes) -> tuple[tuple[int, ...], bool, Any, int
         elif version == (2, 0):
             shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(buf, max_header_size=_MAX_NPY_HEADER)
         else:
-            raise OutputError(f"{name}: .npy format version {version} is not read")
+            raise OutputError(f"{name}: not a valid .npy array (format version {version} is not read)")
     except OutputError:
         raise
     except Exception as exc:  # noqa: BLE001 - any parse failure of untrusted bytes is an OutputError
