@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from grader.judge_nets import cross_entropy
+from grader.checks.overfit import cross_entropy
 from grader.rubric import Rubric, load_rubric, parse_rubric, rubric_yaml
 from grader.sandbox.base import InfrastructureError
 
@@ -54,7 +54,7 @@ def unit_rubric() -> Rubric:
 
 
 def test_importing_the_grader_imports_no_torch() -> None:
-    code = ("import sys, grader.cli, grader.batch, grader.pipeline, grader.report, grader.export, grader.judge_nets,"
+    code = ("import sys, grader.cli, grader.batch, grader.pipeline, grader.report, grader.export, grader.checks.overfit,"
             " grader.dataset, grader.prepare, grader.distributed\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'reference')))")
     done = subprocess.run([sys.executable, "-c", code], check=False, cwd=REPO, capture_output=True, text=True,
