@@ -50,7 +50,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 HOST_ONLY_MODULES = frozenset({
     "__main__", "shapes", "dataset", "evalsecret", "prepare", "expected", "jobcache", "jobs", "intake",
     "archives", "lms", "notebooks", "batch", "grading", "pipeline", "api", "cli", "distributed", "executors",
-    "gradescope", "export", "report", "cleanup",
+    "gradescope", "export", "report", "cleanup", "cleancopy", "interrupts", "progress", "terminal",
 })
 
 # The one writable tmpfs: its sub-folders and where the stage sees them (scratch and out: cfg's paths).

@@ -219,7 +219,7 @@ def _launcher() -> None:
 
 
 def _traversable_parents(path: Path) -> None:
-    """The sandbox runs as nobody when the grader is root: our folders' parents must be enterable."""
+    """The sandbox runs as the submission's uid when the grader is root: our folders' parents must be enterable."""
     for parent in path.parents:
         if str(parent) in ("/tmp", "/") or parent.stat().st_uid != os.getuid():
             break
