@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from grader import evalsecret
+from grader import evalsecret, shapes
 from grader.evalsecret import KEY_BYTES, KEY_FILE, EvalSecretError, installation_secret, secret_fingerprint
 from grader.jobcache import cache_key
 from grader.rubric import load_rubric, rubric_yaml
@@ -112,19 +112,51 @@ def test_a_loose_key_file_is_made_owner_only(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / KEY_FILE).stat().st_mode) == 0o600
 
 
+def _hand_in_a_copy_of_the_generator(submission: Path) -> None:
+    """What a student can always do, whatever the sandbox hides: copy the grader's public generator source
+    (shapes.py and what it imports) beside segmentation.py, its ``grader.`` imports made local."""
+    grader_src = Path(shapes.__file__).parent
+    for name in ("shapes", "voc", "evalsecret"):
+        text = (grader_src / f"{name}.py").read_text()
+        for other in ("shapes", "voc", "evalsecret"):
+            text = text.replace(f"from grader.{other} import", f"from copied_{other} import")
+        assert "from grader" not in text and "import grader" not in text, f"{name}.py imports more of grader"
+        (submission / f"copied_{name}.py").write_text(text)
+
+
+def test_the_attack_finds_every_image_of_a_public_split_and_none_of_the_graders(tmp_path: Path) -> None:
+    """The fixture's matching, done here by trusted code: it would find each evaluation image if the split
+    came from the rubric's seed (so the graded test below can fail), and finds none of the grader's."""
+    size, n_val = 32, 6
+    bank = np.stack([shapes.render_example(np.random.default_rng([0, 1, i]), size)[0] for i in range(20)])
+    public = generate_embedded_voc(tmp_path / "public", n_train=1, n_val=n_val, size=size, seed=0)
+    graders = embedded_voc_root(cache_dir=tmp_path / "cache", n_train=1, n_val=n_val, size=size, seed=0)
+
+    def gaps(root: Path) -> np.ndarray:
+        images = _split(root, "val")[0].transpose(0, 2, 3, 1).astype(np.float64) / 255
+        return np.abs(images[:, None] - bank[None] / 255).mean(axis=(2, 3, 4)).min(axis=1)
+
+    assert (gaps(public) < 0.05).all() and (gaps(graders) > 0.05).all()  # 0.05: the fixture's threshold
+
+
 @pytest.mark.slow
 def test_a_train_that_regenerates_the_eval_labels_scores_the_floor(tmp_path: Path, test_rubric,
                                                                    cache_dir: Path) -> None:
-    """The fixture rebuilds the val split with the grader's generator (importable in the sandbox today) and
-    answers each evaluation image with its regenerated mask: mIoU 1.0 before the secret, the floor after."""
+    """The fixture rebuilds the val split with the grader's generator (a copy of its source, so this holds
+    whether or not the sandbox shows the grader's own) and answers each evaluation image with its
+    regenerated mask: mIoU 1.0 before the secret, the all-background floor after."""
     from fixture_submissions import materialize
     from grader.batch import GradeOptions, grade_all
     from grader.sandbox.local import LocalSandbox
 
     sub = materialize("regenerates_eval_labels", tmp_path / "class")
+    _hand_in_a_copy_of_the_generator(sub)
     [result] = grade_all([sub], rubric=test_rubric, sandbox=LocalSandbox(),
                          options=GradeOptions(out_dir=tmp_path / "out", cache_dir=cache_dir))
     check = {c.id: c for c in result.checks}["full_training"]
+    assert "miou" in check.details, f"{check.status}: {check.message}"
+    # exactly the floor: its net answered every image with background, so it found no image to copy (an
+    # untrained net, i.e. no generator at all, lands far below the floor instead)
     assert check.details["miou"] == pytest.approx(check.details["floor"]), check.message
     assert check.score == 0 and check.status == "failed"
     assert {c.id: c.status for c in result.checks}["model_shapes"] == "passed"  # it was really judged
