@@ -8,7 +8,6 @@ regrade reads result.json files and hashes submissions: this module imports neit
 """
 from __future__ import annotations
 
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from types import ModuleType
 from typing import Callable, Sequence
 
 from grader import __version__
+from grader.cleanup import remove_tree
 from grader.executors import EXECUTORS, Executor, PoolExecutor
 from grader.intake import Rejected, Submission, discover
 from grader.interrupts import aborting_on_signals
@@ -89,7 +89,7 @@ def grade_all(paths: Sequence[Path], *, rubric: Rubric, sandbox: SandboxSource,
     finally:
         if engine is not None:
             engine.close()  # spare containers, fork servers: the batch is over
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove_tree(scratch, ignore_errors=True)
     results.sort(key=lambda r: r.student)
     write_json_atomic(out / "summary.json", _summary(rubric, results))
     return results

@@ -12,7 +12,6 @@ import atexit
 import functools
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from grader import __version__
+from grader.cleanup import remove_tree
 from grader.executors import Begin, Executor, Graded, Outcome
 from grader.intake import Submission
 from grader.jobcache import installed_version, reference_dir
@@ -165,9 +165,9 @@ def node_scratch() -> Path:
     for old in root.iterdir():
         pid = old.name.partition("-")[0]
         if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(old, ignore_errors=True)
+            remove_tree(old, ignore_errors=True)
     scratch = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root))
-    atexit.register(shutil.rmtree, scratch, True)
+    atexit.register(remove_tree, scratch, ignore_errors=True)
     return scratch
 
 
