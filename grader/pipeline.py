@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import platform
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import numpy as np
 from grader import __version__
 from grader.checks import KINDS, stage_of
 from grader.checks.verdict import JudgeContext, Judged, StageResult, not_run, oneline, result, skipped
+from grader.cleanup import remove_tree
 from grader.intake import Rejected, Submission
 from grader.outputs import OutputError, StageOutputs, read_stage
 from grader.results import CheckResult, SubmissionResult
@@ -52,7 +52,7 @@ def _run_stage(batch: Batch, sub: Submission, stage: str, run_dir: Path) -> Stag
                              gpu=batch.gpu, hidden_paths=batch.hidden_paths,
                              max_output_bytes=batch.rubric.max_output_kb * 1024)
     for attempt in range(INFRA_RETRIES + 1):
-        shutil.rmtree(out, ignore_errors=True)
+        remove_tree(out, ignore_errors=True)
         out.mkdir(parents=True)
         try:
             run = batch.sandbox.run(request)
@@ -126,7 +126,7 @@ def grade_submission(batch: Batch, sub: Submission) -> tuple[SubmissionResult, d
         return _finish(batch, sub, list(results.values()), durations, stages, message=message), artifacts
     finally:
         batch.sandbox.end_submission(sub.path)
-        shutil.rmtree(run_dir, ignore_errors=True)
+        remove_tree(run_dir, ignore_errors=True)
 
 
 def judge_behind_barrier(check: CheckSpec, stage: StageResult, ctx: JudgeContext) -> Judged:

@@ -86,7 +86,8 @@ def _device(torch: Any, wanted: str) -> str:
         torch.cuda.init()
         name = torch.cuda.get_device_name(0)
     except Exception as exc:  # noqa: BLE001 - said to the host, which stops the batch
-        print(f"{DEVICE_LINE}unavailable: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
+        first = (str(exc).splitlines() or [""])[0][:300]
+        print(f"{DEVICE_LINE}unavailable: {type(exc).__name__}: {first}",
               file=sys.stderr, flush=True)
         return "cpu"
     print(f"{DEVICE_LINE}cuda ({name})", file=sys.stderr, flush=True)
