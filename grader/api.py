@@ -23,9 +23,11 @@ from grader.gradescope import GRADESCOPE_ROOT, run_gradescope
 from grader.results import SubmissionResult
 from grader.rubric import Rubric, load_rubric
 from grader.sandbox.factory import SandboxSpec
+from grader.similarity import Outcome as SimilarityOutcome
+from grader.similarity import similarity as compare_class
 
 __all__ = ["REPO", "DEFAULT_RUBRIC", "Progress", "SelftestResult", "check", "grade", "gradescope",
-           "public_rubric", "report", "selftest"]
+           "public_rubric", "report", "selftest", "similarity"]
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RUBRIC = REPO / "rubric.yaml"
@@ -52,7 +54,8 @@ def grade(paths: Sequence[str | Path], *, rubric: Rubric | str | Path = DEFAULT_
     student, summary.json, and (``render``) the reports and grades.csv, redrawing only what changed. An
     unchanged submission is not graded again unless ``regrade``. ``sandbox``: "local" | "docker" (``image``:
     its image); ``executor``: "pool" (``jobs`` at a time, or one per GPU of ``gpus``) | "ray"
-    (``ray_address``). Returns every student's result, sorted by name."""
+    (``ray_address``). With ``render``, the graded submissions are also compared with each other for staff
+    (``similarity``; never a score). Returns every student's result, sorted by name."""
     out = Path(out_dir)
     options = GradeOptions(out_dir=out, jobs=jobs, gpus=tuple(gpus), regrade=regrade,
                            cache_dir=Path(cache_dir) if cache_dir else None, executor=executor,
@@ -60,8 +63,10 @@ def grade(paths: Sequence[str | Path], *, rubric: Rubric | str | Path = DEFAULT_
                            on_total=progress.start if progress else None,
                            on_begin=progress.begin if progress else None)
     spec = SandboxSpec(kind=sandbox, image=image, gpus=tuple(gpus))
-    results = grade_all([Path(p) for p in paths], rubric=_load(rubric), sandbox=spec, options=options)
+    loaded = _load(rubric)
+    results = grade_all([Path(p) for p in paths], rubric=loaded, sandbox=spec, options=options)
     if render:
+        compare_class(out, threshold=loaded.similarity.threshold, sources=[Path(p) for p in paths])
         _reports(out, only_changed=True)
     return results
 
@@ -129,6 +134,21 @@ def report(out_dir: str | Path, *, released: bool = False) -> list[Path]:
     """Redraw every page and grades.csv from the result.json files under ``out_dir``, without regrading
     (``released``: after-due-date checks are shown to students). Returns the pages written."""
     return _reports(Path(out_dir), released=released)
+
+
+def similarity(out_dir: str | Path, *, rubric: Rubric | str | Path = DEFAULT_RUBRIC,
+               sources: Sequence[str | Path] = (), force: bool = False) -> SimilarityOutcome:
+    """Compare the graded submissions of ``out_dir`` pairwise (staff only, ``grader.similarity``):
+    similarity.csv, similarity/<a>__<b>.html, and index.html's "Similar pairs" (pairs at or above the
+    rubric's ``similarity.threshold``). Code comes from the copies a batch kept; ``sources`` (the submissions
+    as given to ``grade``) supply the missing or stale ones. Unchanged inputs compare nothing unless ``force``.
+    Only the index is redrawn (the students' reports keep their release state)."""
+    out = Path(out_dir)
+    outcome = compare_class(out, threshold=_load(rubric).similarity.threshold, sources=[Path(p) for p in sources],
+                            force=force)
+    if outcome.computed or outcome.error or not (out / "index.html").exists():
+        pages_package.render_class_summary(out)
+    return outcome
 
 
 def gradescope(*, rubric: Rubric | str | Path = DEFAULT_RUBRIC, sandbox: str = "local", image: str | None = None,

@@ -5,6 +5,7 @@
     grader check [PATH]          # a student's self-check: public checks only, readable output
     grader selftest              # reference/ must get full marks, student_template/ zero
     grader report DIR            # re-render the HTML and exports from DIR/*/result.json
+    grader similarity DIR [--from PATH...]   # staff: similar pairs of DIR's graded submissions (copydetect)
 
 Exit codes: 0 whatever the students did; 1 selftest failed; 2 bad usage or an invalid rubric; 3 an
 infrastructure fault (nothing was scored as a zero); 130 interrupted (Ctrl-C or SIGTERM).
@@ -61,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="re-render reports and exports from result.json files")
     report.add_argument("dir", type=Path)
     report.add_argument("--released", action="store_true", help="show after-due-date checks to students")
+    similar = sub.add_parser("similarity", help="staff: compare DIR's graded submissions pairwise (copydetect)")
+    similar.add_argument("dir", type=Path)
+    similar.add_argument("--from", dest="sources", nargs="+", type=Path, default=[],
+                         help="the submissions DIR was graded from: code for students whose copy is missing")
+    similar.add_argument("--rubric", type=Path, default=api.DEFAULT_RUBRIC, help="its similarity.threshold")
+    similar.add_argument("--force", action="store_true", help="compare again even if nothing changed")
     return parser
 
 
@@ -119,6 +126,20 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     return 0 if outcome.passed else 3 if outcome.infrastructure_fault else 1
 
 
+def cmd_similarity(args: argparse.Namespace) -> int:
+    outcome = api.similarity(args.dir, rubric=args.rubric, sources=args.sources, force=args.force)
+    if outcome.error:
+        print(f"grader similarity: the comparison failed: {outcome.error}", file=sys.stderr)
+        return 3
+    done = "compared" if outcome.computed else "up to date (nothing changed)"
+    print(f"{outcome.students} submission(s) {done}: {outcome.flagged} pair(s) at or above the threshold in "
+          f"{args.dir}/index.html, {outcome.pairs} above the floor in {args.dir}/similarity.csv.")
+    if outcome.missing:
+        print(f"Not compared, no copy of their code (give --from SUBMISSIONS): {', '.join(outcome.missing)}",
+              file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "report":
@@ -126,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Rendered {args.dir}/index.html and the per-student reports.")
         return 0
     try:
-        return {"grade": cmd_grade, "check": cmd_check, "selftest": cmd_selftest}[args.command](args)
+        return {"grade": cmd_grade, "check": cmd_check, "selftest": cmd_selftest,
+                "similarity": cmd_similarity}[args.command](args)
     except RubricError as exc:
         print(f"grader: invalid rubric {args.rubric}: {exc}", file=sys.stderr)
         return 2

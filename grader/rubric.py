@@ -21,7 +21,7 @@ from grader.checks import KINDS, stage_of
 from grader.checks.base import CheckSpec, RubricError, StageBudget
 
 __all__ = [
-    "RubricError", "Rubric", "DatasetSpec", "StageBudget", "Budgets", "CheckSpec", "CHECK_KINDS",
+    "RubricError", "Rubric", "DatasetSpec", "SimilaritySpec", "StageBudget", "Budgets", "CheckSpec", "CHECK_KINDS",
     "load_rubric", "parse_rubric", "rubric_yaml",
 ]
 
@@ -54,6 +54,15 @@ class DatasetSpec:
     max_eval_images: int | None = None
 
 
+@dataclass(frozen=True)
+class SimilaritySpec:
+    """``similarity: {threshold: 0.6}``: pairs of submissions at least this alike (0-1, copydetect's share of a
+    submission's own code found in the other) are listed on the staff index (``grader.similarity``); never a
+    score, never shown to a student."""
+
+    threshold: float = 0.6
+
+
 _COMMON_KEYS = {f.name for f in dataclasses.fields(CheckSpec)}
 _ID = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
@@ -64,6 +73,7 @@ class Rubric:
     checks: tuple[CheckSpec, ...]
     dataset: DatasetSpec = DatasetSpec()
     budgets: Budgets = Budgets()
+    similarity: SimilaritySpec = SimilaritySpec()
     num_classes: int = 21
     threads: int = 2  # torch threads inside each sandbox (fixed: same submission, same grade)
     max_output_kb: int = 64  # stdout/stderr kept per stage
@@ -145,6 +155,8 @@ def _validate(rubric: Rubric, data: dict) -> None:
             if req not in ids[:i]:
                 raise RubricError(f"{where}.requires: {req!r} is not the id of an earlier check")
         KINDS[check.kind].validate(check, where)
+    if not 0 < rubric.similarity.threshold <= 1:
+        raise RubricError("similarity.threshold: must be in (0, 1]: the share of a submission found in another")
     if rubric.dataset.kind == "voc" and not rubric.dataset.voc_root:
         raise RubricError("dataset.voc_root: required when dataset.kind is voc (the folder containing VOCdevkit)")
 

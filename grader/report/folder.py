@@ -66,7 +66,8 @@ def render_all(out_dir: Path, *, released: bool = False, only_changed: bool = Fa
                 (student_dir / ".report.sha256").write_text(digest)
         except Exception as exc:  # noqa: BLE001 -- failure is data: one bad folder never stops the batch
             failures.append(Unreadable(student_dir.name, f"report not rendered: {type(exc).__name__}: {exc}"))
-    index_inputs.update((out_dir / "summary.json").read_bytes() if (out_dir / "summary.json").exists() else b"")
+    for shown in ("summary.json", "similarity.json"):  # similarity.json: the "Similar pairs" section
+        index_inputs.update((out_dir / shown).read_bytes() + b"\0" if (out_dir / shown).exists() else b"-\0")
     stamp, digest = out_dir / ".index.sha256", index_inputs.hexdigest()
     if only_changed and not failures and (out_dir / "index.html").exists() and stamp.exists() \
             and stamp.read_text() == digest:

@@ -4,6 +4,8 @@ It shows everything (no visibility filtering): it is for staff, never for studen
 """
 from __future__ import annotations
 
+import json
+import re
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +18,8 @@ from grader.report.details import fmt
 from grader.report.env import render_page
 from grader.results import SubmissionResult
 
-__all__ = ["ProblemRow", "CheckRow", "StudentRow", "Summary", "summarize", "render_class_summary"]
+__all__ = ["ProblemRow", "CheckRow", "StudentRow", "SimilarRow", "SimilarityView", "Summary", "summarize",
+           "render_class_summary"]
 
 _PROBLEM_LABELS = {"ungradable": "ungradable", "infrastructure_error": "infrastructure error",
                    "unreadable": "unreadable"}
@@ -56,6 +59,26 @@ class StudentRow:
 
 
 @dataclass(frozen=True)
+class SimilarRow:
+    student_a: str
+    student_b: str
+    similarity: str  # "83 %"
+    href: str | None  # the side-by-side page, similarity/<a>__<b>.html
+
+
+@dataclass(frozen=True)
+class SimilarityView:
+    """The "Similar pairs" section: pairs at or above the rubric's threshold (grader.similarity)."""
+
+    threshold: str
+    students: int  # submissions compared
+    pairs: int  # rows of similarity.csv
+    rows: tuple[SimilarRow, ...]
+    missing: tuple[str, ...]  # graded students whose code was not available
+    error: str | None
+
+
+@dataclass(frozen=True)
 class Summary:
     generated_at: str
     counts: tuple[tuple[str, int], ...]
@@ -67,6 +90,27 @@ class Summary:
     score_png: str | None
     pass_png: str | None
     miou_png: str | None
+    similarity: SimilarityView | None = None  # None: never computed in this folder
+
+
+_PAGE_HREF = re.compile(r"^similarity/[A-Za-z0-9._%-]+\.html$")  # a link into the pages folder, nothing else
+
+
+def _similarity(out_dir: Path) -> SimilarityView | None:
+    """similarity.json, as the index shows it; a broken file is shown as such, never raised."""
+    path = out_dir / "similarity.json"
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        rows = tuple(SimilarRow(str(r["student_a"]), str(r["student_b"]), f"{100 * float(r['similarity']):.0f} %",
+                                r["href"] if isinstance(r.get("href"), str) and _PAGE_HREF.match(r["href"]) else None)
+                     for r in data["flagged"])
+        return SimilarityView(threshold=f"{100 * float(data['threshold']):.0f} %", students=int(data["students"]),
+                              pairs=int(data["pairs"]), rows=rows, missing=tuple(map(str, data["missing"])),
+                              error=str(data["error"]) if data.get("error") else None)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return SimilarityView("—", 0, 0, (), (), f"similarity.json unreadable: {type(exc).__name__}: {exc}")
 
 
 def _href(student_dir: Path) -> str | None:
@@ -153,6 +197,7 @@ def summarize(out_dir: Path, *, failures: Sequence[Unreadable] = ()) -> Summary:
         median_score=fmt(float(statistics.median(scores)), 3) if scores else "—",
         problems=_problems(loaded, unreadable), checks=checks,
         students=tuple(_student_row(x) for x in loaded), **_figures(graded, checks),
+        similarity=_similarity(out_dir),
     )
 
 
