@@ -154,9 +154,12 @@ def test_prepared_job_equals_the_one_built_in_process(tmp_path: Path, test_rubri
     prepared = prepare_job(test_rubric, job_dir=tmp_path / "job", host_dir=tmp_path / "host", cache_dir=cache_dir)
     here = build_job(test_rubric, job_dir=tmp_path / "job-here", cache_dir=cache_dir)
     assert prepared.plan.dataset_hash == here.dataset_hash != ""
-    for name in ("overfit_target", "overfit_image", "eval_images", "eval_labels"):
-        a, b = getattr(prepared.plan, name), getattr(here, name)
-        assert a.dtype == b.dtype and np.array_equal(a, b), name
+    assert {k: sorted(v) for k, v in prepared.plan.host.items()} == {
+        "overfit": ["image", "target"], "full_training": ["eval_images", "eval_labels"]}
+    for check_id, arrays in here.host.items():
+        for name, b in arrays.items():
+            a = prepared.plan.host[check_id][name]
+            assert a.dtype == b.dtype and np.array_equal(a, b), (check_id, name)
     assert [c.id for cs in prepared.plan.cases.values() for c in cs] == [c.id for cs in here.cases.values() for c in cs]
     want = expected_outputs(here.cases)
     assert prepared.expected.keys() == want.keys()
