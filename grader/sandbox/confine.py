@@ -197,13 +197,16 @@ def _keyctl(*args: int) -> int:
     return _libc.syscall(ctypes.c_long(_SYS_KEYCTL), *(ctypes.c_long(a) for a in args))
 
 
-def _fresh_keyrings() -> str:
-    """A new session keyring (else every stage shares the grader's), and this uid's user keyrings emptied:
-    a uid of the reserved range may have served an earlier submission, whose keys would still be there."""
+def _fresh_keyrings(own_uid: bool) -> str:
+    """A new session keyring (else every stage shares the grader's), and, for a uid of the reserved range
+    (``own_uid``), its user keyrings emptied: it may have served an earlier submission, whose keys would
+    still be there. Never the grader user's own keyrings (a grader that is not root runs stages as itself)."""
     if _SYS_KEYCTL is None:
         return f"keyrings NOT renewed (no keyctl number for {platform.machine()})"
     if _keyctl(KEYCTL_JOIN_SESSION_KEYRING, 0) < 0:
         return f"keyrings NOT renewed (keyctl: {os.strerror(ctypes.get_errno())})"
+    if not own_uid:
+        return "a new session keyring"
     for keyring in (KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING):
         _keyctl(KEYCTL_CLEAR, keyring)
     return "a new session keyring, the uid's keyrings emptied"
@@ -289,7 +292,7 @@ def confine(cfg: dict) -> None:
         _drop_privileges(uid)
         notes.append(f"ran as its submission's own uid ({SUBMISSION_UIDS.start}-{SUBMISSION_UIDS.stop - 1})"
                      if uid in SUBMISSION_UIDS else "ran as nobody")
-        notes.append(_fresh_keyrings())
+    notes.append(_fresh_keyrings(root and cfg.get("uid") in SUBMISSION_UIDS))
     set_parent_death_signal(signal.SIGKILL)  # again: changing the uid cleared it
     prctl(PR_SET_NO_NEW_PRIVS, 1)
     memory = "of private data (GPU stage)" if cfg.get("gpu") else "address space"
