@@ -25,7 +25,7 @@ __all__ = ["PAGES_DIR", "JSON_NAME", "CSV_NAME", "MAX_PAGES", "Side", "is_curren
 PAGES_DIR = "similarity"
 JSON_NAME = "similarity.json"
 CSV_NAME = "similarity.csv"
-MAX_PAGES = 300  # side-by-side pages for the most similar pairs; the CSV lists every pair above the floor
+MAX_PAGES = 300  # side-by-side pages (and index rows) for the most similar pairs; the CSV lists them all
 _SCHEMA = 1
 
 
@@ -119,9 +119,9 @@ def write_outputs(out: Path, pairs: Sequence, codes: Mapping[str, str], *, key: 
     flagged = [p for p in pairs if p.similarity >= threshold]
     write_json_atomic(out / JSON_NAME, {
         "schema": _SCHEMA, "key": key, "threshold": threshold, "floor": floor, "students": len(codes),
-        "missing": list(missing), "pairs": len(pairs), "error": None,
+        "missing": list(missing), "pairs": len(pairs), "error": None, "flagged_count": len(flagged),
         "flagged": [{"student_a": p.student_a, "student_b": p.student_b, "similarity": round(p.similarity, 4),
-                     "href": hrefs.get((p.student_a, p.student_b))} for p in flagged]})
+                     "href": hrefs.get((p.student_a, p.student_b))} for p in flagged[:MAX_PAGES]]})
     return len(flagged)
 
 
@@ -130,6 +130,6 @@ def write_failure(out: Path, message: str, *, threshold: float) -> None:
     try:
         write_json_atomic(out / JSON_NAME, {"schema": _SCHEMA, "key": None, "threshold": threshold, "floor": None,
                                             "students": 0, "missing": [], "pairs": 0, "error": message[:2000],
-                                            "flagged": []})
+                                            "flagged_count": 0, "flagged": []})
     except OSError:
         pass  # the output folder itself is broken: the batch reports that elsewhere

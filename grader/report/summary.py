@@ -73,7 +73,8 @@ class SimilarityView:
     threshold: str
     students: int  # submissions compared
     pairs: int  # rows of similarity.csv
-    rows: tuple[SimilarRow, ...]
+    rows: tuple[SimilarRow, ...]  # the most similar (at most grader.similarity_pages.MAX_PAGES)
+    more: int  # pairs at or above the threshold not in ``rows`` (similarity.csv has them)
     missing: tuple[str, ...]  # graded students whose code was not available
     error: str | None
 
@@ -107,10 +108,11 @@ def _similarity(out_dir: Path) -> SimilarityView | None:
                                 r["href"] if isinstance(r.get("href"), str) and _PAGE_HREF.match(r["href"]) else None)
                      for r in data["flagged"])
         return SimilarityView(threshold=f"{100 * float(data['threshold']):.0f} %", students=int(data["students"]),
-                              pairs=int(data["pairs"]), rows=rows, missing=tuple(map(str, data["missing"])),
+                              pairs=int(data["pairs"]), rows=rows,
+                              more=max(0, int(data.get("flagged_count", len(rows))) - len(rows)), missing=tuple(map(str, data["missing"])),
                               error=str(data["error"]) if data.get("error") else None)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        return SimilarityView("—", 0, 0, (), (), f"similarity.json unreadable: {type(exc).__name__}: {exc}")
+        return SimilarityView("—", 0, 0, (), 0, (), f"similarity.json unreadable: {type(exc).__name__}: {exc}")
 
 
 def _href(student_dir: Path) -> str | None:
