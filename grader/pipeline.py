@@ -110,7 +110,7 @@ def grade_submission(batch: Batch, sub: Submission) -> tuple[SubmissionResult, d
                            durations, stages, status="ungradable", message=ungradable), {}
         results: dict[str, CheckResult] = {}
         for check in rubric.checks:
-            why = _skip_reason(check, present, import_skip, results)
+            why = _skip_reason(check, present, import_skip, results, rubric)
             if why:  # the student's own failure (missing name, failed prerequisite) fails the check
                 results[check.id] = skipped(check, why) if import_skip else not_run(check, why)
                 continue
@@ -144,14 +144,37 @@ def judge_behind_barrier(check: CheckSpec, stage: StageResult, ctx: JudgeContext
                              "(type, shape, dtype) against the template's docstring."))
 
 
-def _skip_reason(check: CheckSpec, present: set[str], import_skip: str, results: dict[str, CheckResult]) -> str:
+def _skip_reason(check: CheckSpec, present: set[str], import_skip: str, results: dict[str, CheckResult],
+                 rubric: Rubric) -> str:
     if import_skip:
         return import_skip
     missing = [n for n in KINDS[check.kind].functions if n not in present]
     if missing:
         return f"segmentation.py does not define {', '.join(f'`{n}`' for n in missing)}"
-    failed = [r for r in check.requires if results.get(r) is None or results[r].status != "passed"]
-    return f"it requires {', '.join(failed)} to pass first" if failed else ""
+    unmet = [why for req in check.requires if (why := _unmet(check, req, results.get(req), rubric))]
+    return "; ".join(unmet)
+
+
+def _unmet(check: CheckSpec, req: str, done: CheckResult | None, rubric: Rubric) -> str:
+    """Why the required check ``req`` keeps ``check`` from running, or "" when it does not: it passed, or its
+    per-size verdicts (``details["sizes"]``, model_shapes) show that every input size ``check`` feeds the net
+    (its spec's ``net_sizes``) worked. A failure elsewhere (an odd size, the parameter band) does not break
+    this check's inputs, so it costs the required check alone."""
+    if done is not None and done.status == "passed":
+        return ""
+    why = f"it requires {req} to pass first"
+    verdicts = done.details.get("sizes") if done is not None and hasattr(check, "net_sizes") else None
+    if not isinstance(verdicts, list):
+        return why
+    by_size = {tuple(v["hw"]): v for v in verdicts if isinstance(v, dict) and isinstance(v.get("hw"), list)}
+    needed = check.net_sizes(rubric)
+    if any(hw not in by_size for hw in needed):  # never tried at a size this check needs: no evidence
+        return why
+    broken = [hw for hw in needed if not by_size[hw].get("ok")]
+    if not broken:
+        return ""
+    h, w = broken[0]
+    return f"{why}: SegNet failed at {h}x{w}, the input size this check feeds it ({by_size[broken[0]].get('problem')})"
 
 
 def _finish(batch: Batch, sub: Submission, checks: list[CheckResult], durations: dict, stages: dict,

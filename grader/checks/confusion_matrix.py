@@ -1,5 +1,13 @@
 """confusion_matrix: the student's ``confusion_matrix(pred, target, num_classes)`` (rows: ground truth,
-columns: prediction, void target pixels dropped) against the reference, exact integer counts."""
+columns: prediction, void target pixels dropped) against the reference, exact integer counts.
+
+What it tests, and the share of the check's points a submission that misses only that one loses (cases from
+``grader.checks.metric_cases``: VOC-like void borders in every random VOC-like and dense case; shares hold
+for ``cases >= 6``; tests/test_verdicts.py grades a one-bug mutant of each):
+
+- void ignored (pixels whose TARGET is 255 dropped, whatever their prediction): >= 50 %;
+- rows are the ground truth, columns the prediction (not transposed): >= 50 %.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,7 +16,10 @@ from grader.checks.metric_cases import label_map_pairs
 from grader.checks.unit import UnitCase, UnitSpec, unit_kind
 from grader.heavy import numpy as np
 
-__all__ = ["KIND", "ConfusionMatrixSpec", "make_cases"]
+__all__ = ["KIND", "ConfusionMatrixSpec", "REQUIREMENTS", "make_cases"]
+
+# requirement -> the least share of points a submission missing only it loses (the docstring says why)
+REQUIREMENTS = {"void ignored": 0.5, "rows are the ground truth": 0.5}
 
 HINT = "Rows are ground truth, columns predictions; drop every pixel whose TARGET is 255 before counting."
 

@@ -1,5 +1,13 @@
 """model_shapes: ``SegNet(num_classes)`` returns finite (N, C, H, W) logits for every input size, and its
-parameter count lies in a band."""
+parameter count lies in a band.
+
+Its verdict per input size is kept in ``details["sizes"]`` (``hw``, ``ok``: the forward ran and gave the
+right shape, ``problem``), so a check that requires this one runs whenever the sizes IT feeds the net
+worked (``grader.pipeline``): an odd-size crop costs model_shapes alone. The sizes a dependent check needs
+(its spec's ``net_sizes(rubric)``: overfit's image_size, full training's dataset.size) are forwarded too;
+those not among ``input_sizes`` are recorded in ``sizes`` with ``counted: false`` and do not change this
+check's verdict.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,9 +32,19 @@ class ModelShapesSpec(CheckSpec):
     max_parameters: int = 50_000_000
 
 
+def _dependent_sizes(spec: ModelShapesSpec, rubric: Any) -> list[tuple[int, int, int]]:
+    """(1, H, W) for each size a check requiring this one feeds the net and ``input_sizes`` lacks."""
+    own = {(h, w) for _, h, w in spec.input_sizes}
+    needed = [hw for check in rubric.checks if spec.id in check.requires and hasattr(check, "net_sizes")
+              for hw in check.net_sizes(rubric)]
+    return [(1, h, w) for h, w in dict.fromkeys(needed) if (h, w) not in own]
+
+
 def inputs(spec: ModelShapesSpec, job: Any) -> tuple[dict, dict]:
-    return {"seed": spec.seed, "num_classes": job.rubric.num_classes,
-            "input_sizes": [list(s) for s in spec.input_sizes]}, {}
+    extra = _dependent_sizes(spec, job.rubric)
+    config = {"seed": spec.seed, "num_classes": job.rubric.num_classes,
+              "input_sizes": [list(s) for s in (*spec.input_sizes, *extra)]}
+    return config, ({"dependent_sizes": np.array(extra, dtype=np.int64).reshape(-1, 3)} if extra else {})
 
 
 def run(student: Any, config: dict, job: Path, writer: Any, device: str) -> None:
@@ -47,34 +65,46 @@ def judge(spec: ModelShapesSpec, stage: StageResult, ctx: JudgeContext) -> Judge
     model = stage.outputs.record("model")
     if model is None:
         return problem_or_crash(spec, stage)
-    problems, outputs = [], []
-    for i, (n, h, w) in enumerate(spec.input_sizes):
+    problems, outputs, sizes = [], [], []
+    extra = ctx.plan.host.get(spec.id, {}).get("dependent_sizes", np.zeros((0, 3), dtype=np.int64))
+    for i, (n, h, w) in enumerate([*spec.input_sizes, *(tuple(int(v) for v in row) for row in extra)]):
+        counted = i < len(spec.input_sizes)
         want = (n, ctx.num_classes, h, w)
-        rec = stage.outputs.record(f"forward_{i}")
-        try:
-            if rec is None or not rec.get("ok"):
-                raise OutputError(oneline((rec or {}).get("error", "no output (the stage stopped)")))
-            y = stage.outputs.array(f"forward_{i}")
-        except OutputError as exc:
-            problems.append(f"input {[n, 3, h, w]}: {exc}")
-            outputs.append(None)
-            continue
-        outputs.append(list(y.shape))
-        if y.shape != want:
-            problems.append(f"input {[n, 3, h, w]} gave {list(y.shape)}, expected {list(want)}")
-        elif not np.isfinite(y).all():
-            problems.append(f"input {[n, 3, h, w]} gave non-finite logits (NaN or inf)")
+        shape, problem = _forward(stage, i, want)
+        # what a dependent check needs of this size: the forward ran and gave the right shape
+        sizes.append({"hw": [h, w], "ok": shape == list(want), "problem": problem, "counted": counted})
+        if counted:
+            outputs.append(shape)
+            if problem:
+                problems.append(problem)
     params = model.get("parameters")
     if isinstance(params, bool) or not isinstance(params, int) or \
             not spec.min_parameters <= params <= spec.max_parameters:
         params = params if isinstance(params, int) else None
         problems.append(f"{params} parameters, outside the allowed {spec.min_parameters:,}-{spec.max_parameters:,}")
     details = dict(inputs=[[n, 3, h, w] for n, h, w in spec.input_sizes], outputs=outputs, parameters=params,
-                   problems=problems)
+                   problems=problems, sizes=sizes)
     if problems:
         return Judged(result(spec, "failed", 0.0, "SegNet: " + "; ".join(problems[:3]) + ".", **details))
     return Judged(result(spec, "passed", spec.points, f"Logits (N, {ctx.num_classes}, H, W) for every input "
                          f"size; {params:,} parameters.", **details))
+
+
+def _forward(stage: StageResult, i: int, want: tuple[int, int, int, int]) -> tuple[list | None, str | None]:
+    """(output shape, problem or None) of forward ``i`` against the expected (N, C, H, W)."""
+    n, _, h, w = want
+    rec = stage.outputs.record(f"forward_{i}")
+    try:
+        if rec is None or not rec.get("ok"):
+            raise OutputError(oneline((rec or {}).get("error", "no output (the stage stopped)")))
+        y = stage.outputs.array(f"forward_{i}")
+    except OutputError as exc:
+        return None, f"input {[n, 3, h, w]}: {exc}"
+    if y.shape != want:
+        return list(y.shape), f"input {[n, 3, h, w]} gave {list(y.shape)}, expected {list(want)}"
+    if not np.isfinite(y).all():
+        return list(y.shape), f"input {[n, 3, h, w]} gave non-finite logits (NaN or inf)"
+    return list(y.shape), None
 
 
 KIND = CheckKind(name="model_shapes", spec=ModelShapesSpec, budget="model", functions=("SegNet",), inputs=inputs,

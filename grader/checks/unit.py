@@ -5,19 +5,26 @@ maker; ``unit_kind`` builds the rest. Its cases are pure functions of the rubric
 makes the same cases), written into the job as .npy arrays; ``grader.expected`` computes the reference's
 output of every case on the host (in the trusted preparation process). Inside the sandbox all unit checks
 share one run (stage ``unit``); each case's output is recorded under its id (``<check id>-<n>``).
+
+A unit check may guard its function against forbidden operations (``forbidden``: glob patterns over the
+torch operations it reaches, ``grader.checks.forbidden``): each guarded call is recorded in the sandbox and
+the host judges the record. ``on_forbidden: zero`` scores a check whose function reached one 0;
+``flag`` keeps the score and says what was detected.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
+from grader.checks import forbidden as ops
 from grader.checks.base import CheckKind, CheckSpec
 from grader.checks.verdict import JudgeContext, Judged, StageResult, crashed, oneline, result, stage_problem
 from grader.heavy import numpy as np
 from grader.heavy import torch
 from grader.outputs import OutputError, StageOutputs
+from grader.results import CheckResult
 
 __all__ = ["UnitCase", "UnitSpec", "unit_kind", "run_cases", "judge_cases"]
 
@@ -29,6 +36,8 @@ class UnitSpec(CheckSpec):
     edge_cases: bool = True  # crafted cases: lecture example, void, absent classes, all-void ...
     atol: float = 1e-5
     rtol: float = 1e-4
+    forbidden: tuple[str, ...] = ()  # glob patterns over the torch operations the function may not reach
+    on_forbidden: Literal["zero", "flag"] = "zero"  # zero: the check scores 0; flag: the score stands
 
 
 @dataclass(frozen=True)
@@ -54,7 +63,8 @@ def unit_kind(name: str, spec: type[UnitSpec], function: str, cases: Callable[[A
               hint: str) -> CheckKind:
     """The CheckKind of a unit kind, from its fields and its case maker."""
     def inputs(spec: UnitSpec, job: Any) -> tuple[dict, dict]:
-        return {"cases": [_write_case(job, case) for case in cases(spec)]}, {}
+        return {"cases": [_write_case(job, case) for case in cases(spec)],
+                "record_ops": bool(getattr(spec, "forbidden", ()))}, {}
 
     def judge(spec: UnitSpec, stage: StageResult, ctx: JudgeContext) -> Judged:
         return judge_cases(spec, stage, ctx, hint=hint)
@@ -72,18 +82,26 @@ def _write_case(job: Any, case: UnitCase) -> dict:
 # ---- in the sandbox ----------------------------------------------------------------------------------
 
 def run_cases(student: Any, config: dict, job: Path, writer: Any, device: str) -> None:
-    """Call the student's function on every case; a raised exception is recorded as data for the judge."""
+    """Call the student's function on every case; a raised exception is recorded as data for the judge.
+    A guarded check (``record_ops``) records the torch operations each call reached, around that call only."""
     for case in config["cases"]:
         fn = getattr(student, case["function"], None)
         if fn is None:
             continue
         args = [torch.from_numpy(np.load(job / a, allow_pickle=False)) for a in case["arrays"]]
+        recorder = ops.OpRecorder() if config.get("record_ops") else None
         try:
-            value = fn(*args, *case["args"], **case["kwargs"])
-            if isinstance(value, torch.Tensor) and value.ndim > 0 or isinstance(value, np.ndarray):
-                writer.record(case["id"], {"ok": True, "kind": "array", "file": writer.array(case["id"], value)})
+            if recorder is None:
+                value = fn(*args, *case["args"], **case["kwargs"])
             else:
-                writer.record(case["id"], {"ok": True, "kind": "number", "value": float(value)})
+                with recorder:
+                    value = fn(*args, *case["args"], **case["kwargs"])
+            seen = recorder.record() if recorder is not None else {}
+            if isinstance(value, torch.Tensor) and value.ndim > 0 or isinstance(value, np.ndarray):
+                writer.record(case["id"], {"ok": True, "kind": "array", "file": writer.array(case["id"], value),
+                                           **seen})
+            else:
+                writer.record(case["id"], {"ok": True, "kind": "number", "value": float(value), **seen})
         except Exception as exc:  # the student's exception is data for the judge
             writer.error(case["id"], exc)
 
@@ -124,9 +142,12 @@ def judge_cases(spec: UnitSpec, stage: StageResult, ctx: JudgeContext, *, hint: 
     """Partial credit: points x passed cases / cases; the feedback shows the smallest failing case."""
     cases: list[UnitCase] = ctx.plan.cases[spec.id]
     failures: list[tuple[UnitCase, dict]] = []
+    hits: dict[str, list[str]] = {}  # case id -> forbidden operations its call reached
     missing = 0
     for case in cases:
         rec = stage.outputs.record(case.id)
+        if rec is not None and (found := ops.detected(getattr(spec, "forbidden", ()), rec.get("ops"))):
+            hits[case.id] = found
         if rec is None:
             missing += 1
             failures.append((case, {"error": "no result: the stage stopped before this case"}))
@@ -141,11 +162,17 @@ def judge_cases(spec: UnitSpec, stage: StageResult, ctx: JudgeContext, *, hint: 
                 failures.append((case, info))
     if missing == len(cases) and (problem := stage_problem(spec, stage) or crashed(spec, stage)):
         return Judged(problem)
+    verdict = _verdict(spec, stage, cases, failures, missing, hint)
+    return Judged(_forbidden_verdict(spec, verdict, hits, cases) if hits else verdict)
+
+
+def _verdict(spec: UnitSpec, stage: StageResult, cases: list[UnitCase], failures: list[tuple[UnitCase, dict]],
+             missing: int, hint: str) -> CheckResult:
     passed = len(cases) - len(failures)
     score = spec.points * passed / len(cases)
     if not failures:
-        return Judged(result(spec, "passed", score, f"All {len(cases)} cases match the reference.",
-                             cases=len(cases), failed=0))
+        return result(spec, "passed", score, f"All {len(cases)} cases match the reference.", cases=len(cases),
+                      failed=0)
     case, info = min(failures, key=lambda f: f[0].size)
     smallest = {**case.describe(), "max_abs_error": None, "expected": None, "got": None, "error": None, **info}
     status = "timeout" if missing and stage.run.timed_out else "failed"
@@ -153,5 +180,22 @@ def judge_cases(spec: UnitSpec, stage: StageResult, ctx: JudgeContext, *, hint: 
     message = (f"{len(failures)} of {len(cases)} cases differ from the reference"
                + (f"; the last {missing} were not run: the stage timed out" if status == "timeout" else "")
                + f". Smallest failing case: {case.label}.{raised}")
-    return Judged(result(spec, status, score, message, cases=len(cases), failed=len(failures),
-                         smallest_failure=smallest, hint=hint))
+    return result(spec, status, score, message, cases=len(cases), failed=len(failures), smallest_failure=smallest,
+                  hint=hint)
+
+
+def _forbidden_verdict(spec: UnitSpec, verdict: CheckResult, hits: dict[str, list[str]],
+                       cases: list[UnitCase]) -> CheckResult:
+    """``on_forbidden: zero``: failed with 0 points; ``flag``: the verdict stands, with what was detected.
+    Said as "detected": the recorder ran in the student's process, so its silence proves nothing."""
+    found = ops.describe([name for names in hits.values() for name in names])
+    said = (f"Forbidden operation detected: `{cases[0].function}` reached {found} in {len(hits)} of {len(cases)} "
+            f"cases; this check forbids {', '.join(spec.forbidden)}.")
+    details = {**verdict.details, "forbidden_detected": sorted({n for names in hits.values() for n in names}),
+               "forbidden_cases": len(hits), "on_forbidden": spec.on_forbidden}
+    if spec.on_forbidden == "flag":
+        return replace(verdict, message=f"{verdict.message} Flagged for review: {said}", details=details)
+    matched = len(cases) - int(verdict.details.get("failed", 0))
+    return replace(verdict, status="failed", score=0.0, details=details,
+                   message=f"{said} It scores 0 (without that, {matched} of {len(cases)} cases matched the "
+                           "reference). Write it with the operations the assignment allows.")
