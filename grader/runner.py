@@ -61,7 +61,8 @@ def _to_numpy(value: Any) -> np.ndarray:
 
 def _error(exc: BaseException) -> dict[str, Any]:
     tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
-    return {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:2000], "traceback": "".join(tb)[-6000:]}
+    said = str(exc).strip() or "(no message)"
+    return {"ok": False, "error": f"{type(exc).__name__}: {said}"[:2000], "traceback": "".join(tb)[-6000:]}
 
 
 def run_stage(student: Any, stage: str, stages: dict, job: Path, writer: StageWriter, device: str) -> None:

@@ -179,3 +179,16 @@ def test_the_barrier_turns_a_judge_crash_into_that_checks_error(every_kind: tupl
                                                                       fromlist=["judge"]).judge)
     assert judged.result.status == "error" and judged.result.score == 0
     assert "RecursionError" in judged.result.message
+
+
+@pytest.mark.parametrize("error", ["", "\n\n", "   ", None, 12, ["a"]])
+def test_an_empty_or_odd_error_message_is_still_a_sentence(every_kind: tuple, tmp_path: Path, error: object) -> None:
+    rubric, ctx = every_kind
+    spec = rubric.check("bk")
+    [case] = ctx.plan.cases["bk"]
+    (tmp_path / "unit.json").write_text(json.dumps({"stage": "unit", "records": {case.id: {"ok": False,
+                                                                                            "error": error}}}))
+    run = SandboxRun(exit_code=0, timed_out=False, out_of_memory=False, duration_s=1.0, stdout="", stderr="",
+                     output_truncated=False, isolation="")
+    judged = kind_of(spec).judge(spec, StageResult("unit", run, read_stage(tmp_path, "unit"), StageBudget()), ctx)
+    assert judged.result.status == "failed" and "It raised " in judged.result.message
