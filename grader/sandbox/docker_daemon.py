@@ -75,10 +75,6 @@ class Daemon:
         self._sealed = False
         self._cpus: int | None = None
 
-    @property
-    def sealed(self) -> bool:
-        return self._sealed
-
     def cpus(self) -> int:
         """The daemon refuses a CPU quota above its own core count: the engine clamps to this (asked once)."""
         if self._cpus is None:
@@ -86,6 +82,7 @@ class Daemon:
         return self._cpus
 
     def refuse_if_sealed(self) -> None:
+        """Before creating anything: an interrupted grader starts no container."""
         if self._sealed:
             raise InfrastructureError(INTERRUPTED)
 
@@ -117,10 +114,6 @@ class Daemon:
         for container_id in found:
             self.remove(container_id)
         return len(found)
-
-    def live(self) -> frozenset[str]:
-        with self._lock:
-            return frozenset(self._live)
 
 
 def _owner_alive(made_by: str) -> bool:
