@@ -3,6 +3,9 @@
 Computed once per batch (the cases depend only on the rubric) by the trusted preparation process
 (``grader.prepare``), which saves them as one .npy per case into the batch's host-only folder; the
 grader's own process loads them back with ``np.load(allow_pickle=False)`` and never imports torch.
+
+A student kit has no reference: ``grader handout`` computed the public cases' outputs with it and shipped them
+(``grader.kit``); there ``shipped_expected`` loads them instead (``grader.prepare`` chooses).
 """
 from __future__ import annotations
 
@@ -13,7 +16,8 @@ from types import ModuleType
 import numpy as np
 
 
-__all__ = ["Expected", "expected_outputs", "reference_module", "save_expected", "load_expected"]
+__all__ = ["Expected", "expected_outputs", "reference_module", "save_expected", "load_expected",
+           "shipped_expected"]
 
 
 @dataclass(frozen=True)
@@ -22,10 +26,20 @@ class Expected:
 
 
 def reference_module() -> ModuleType:
-    """The reference solution, imported only in a trusted host process (never the sandbox)."""
-    from reference import segmentation
+    """The reference solution, imported only in a trusted host process (never the sandbox): the checkout's
+    ``reference/`` beside the ``grader`` package, found by path (the installable package never holds it)."""
+    import importlib
+    import sys
 
-    return segmentation
+    from grader.kit import reference_dir
+
+    folder = reference_dir()
+    if folder is None:
+        raise RuntimeError("reference/ is not beside the grader package: staff commands run from the "
+                           "repository checkout")
+    if str(folder.parent) not in sys.path:
+        sys.path.insert(0, str(folder.parent))
+    return importlib.import_module("reference.segmentation")
 
 
 def expected_outputs(cases: dict[str, list]) -> dict[str, Expected]:
@@ -72,3 +86,14 @@ def load_expected(folder: Path, case_ids: list[str]) -> dict[str, Expected]:
         value = np.load(_path(folder, case_id), allow_pickle=False)
         out[case_id] = Expected(float(value) if value.ndim == 0 else value)
     return out
+
+
+def shipped_expected(cases: dict[str, list], folder: Path) -> dict[str, Expected]:
+    """case id -> Expected, loaded from a kit's shipped outputs (``folder``) for every unit case of the batch.
+    A case the kit has no output for (its rubric was edited) is a ValueError that says so."""
+    ids = [case.id for case_list in cases.values() for case in case_list]
+    missing = [case_id for case_id in ids if not _path(folder, case_id).is_file()]
+    if missing:
+        raise ValueError(f"this kit ships no expected output for {len(missing)} unit case(s) (first: {missing[0]}): "
+                         "its rubric was changed; a kit checks the rubric it was handed out with")
+    return load_expected(folder, ids)

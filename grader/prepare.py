@@ -1,7 +1,8 @@
 """A batch's shared job, prepared in a trusted HOST subprocess, so the grader's own process never imports torch.
 
 ``python -m grader.prepare --rubric R --job-dir J --host-dir H --cache-dir C --device D`` (spawned by
-``prepare_job``) is trusted code: it imports torch, torchvision and ``reference/``, never student code. It
+``prepare_job``) is trusted code: it imports torch, torchvision and ``reference/`` (in a student kit, which
+has none, it loads the public cases' outputs shipped with the kit: ``grader.kit``), never student code. It
 builds the job folder J for the sandbox (``grader.jobs.build_job``) and writes into H what only the host
 may see: the expected output of every unit case (``expected/<case id>.npy``, numbers as 0-d arrays), the
 evaluation labels and images, the overfit example, and ``host.json`` (dataset hash, case ids). The parent
@@ -172,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from grader.dataset import VOCDatasetMissing
-    from grader.expected import expected_outputs
+    from grader.expected import expected_outputs, shipped_expected
+    from grader.kit import reference_dir, shipped_expected_dir
     from grader.jobs import build_job
     from grader.rubric import RubricError, load_rubric
 
@@ -184,7 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     except (RubricError, VOCDatasetMissing, ValueError) as exc:  # configuration errors: the message says it all
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
-    write_host_dir(plan, expected_outputs(plan.cases), args.host_dir)
+    try:  # the reference computes them; a student kit, which has none, ships the public cases' outputs
+        expected = expected_outputs(plan.cases) if reference_dir() is not None else \
+            shipped_expected(plan.cases, shipped_expected_dir())
+    except ValueError as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    write_host_dir(plan, expected, args.host_dir)
     return 0
 
 
