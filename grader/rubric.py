@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import re
 import types
 import typing
@@ -77,7 +78,7 @@ class Rubric:
     num_classes: int = 21
     threads: int = 2  # torch threads inside each sandbox (fixed: same submission, same grade)
     max_output_kb: int = 64  # stdout/stderr kept per stage
-    source_hash: str = ""  # sha256 of the YAML text, set by the loader
+    source_hash: str = ""  # sha256 of the YAML's values (without `similarity`), set by the loader
 
     @property
     def max_score(self) -> float:
@@ -113,7 +114,14 @@ def parse_rubric(text: str) -> Rubric:
         raise RubricError(f"rubric is not valid YAML: {exc}") from exc
     rubric = _build(Rubric, data, "")
     _validate(rubric, data)
-    return dataclasses.replace(rubric, source_hash=hashlib.sha256(text.encode()).hexdigest())
+    return dataclasses.replace(rubric, source_hash=_grading_hash(data))
+
+
+def _grading_hash(data: dict) -> str:
+    """What a result depends on: the rubric's values, not its comments or layout, and not the staff-only
+    ``similarity`` section (tuning the threshold must not regrade a class)."""
+    graded = {k: v for k, v in data.items() if k != "similarity"}
+    return hashlib.sha256(json.dumps(graded, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def rubric_yaml(rubric: Rubric) -> str:

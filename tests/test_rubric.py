@@ -59,3 +59,10 @@ def test_cli_reports_an_invalid_rubric_and_exits_2(tmp_path: Path, capsys: pytes
     bad.write_text(MINIMAL + "colour: red\n")
     assert main(["grade", str(tmp_path), "--out", str(tmp_path / "o"), "--rubric", str(bad)]) == 2
     assert "colour: unknown key" in capsys.readouterr().err
+
+
+def test_the_hash_follows_values_not_layout_and_ignores_the_similarity_threshold() -> None:
+    base = parse_rubric(MINIMAL)
+    assert parse_rubric("# a comment\n" + MINIMAL.replace("points: 5", "points:   5")).source_hash == base.source_hash
+    assert parse_rubric(MINIMAL + "similarity: {threshold: 0.8}\n").source_hash == base.source_hash
+    assert parse_rubric(MINIMAL.replace("points: 5", "points: 6")).source_hash != base.source_hash
