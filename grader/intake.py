@@ -2,10 +2,10 @@
 
 A submission is a folder with ``segmentation.py`` (at its top, or inside one folder, since students
 zip the folder itself), a single ``.py`` file (copied as ``segmentation.py``), a Jupyter notebook
-(code cells joined into ``segmentation.py``), a ``.zip`` of one of these, or a folder whose only
-content is one of these. The clean copy lives in ``workdir/<student>-<hash8>``; the student's
-original is never touched or run. OS litter (``__pycache__``, ``*.pyc``, ``.DS_Store``, ``__MACOSX``,
-``.ipynb_checkpoints``, ``.git``, ``._*``) is dropped.
+(each code cell a file, run one by one by a ``segmentation.py`` prelude: ``grader.notebooks``), a ``.zip``
+of one of these, or a folder whose only content is one of these. The clean copy lives in
+``workdir/<student>-<hash8>``; the student's original is never touched or run. OS litter (``__pycache__``,
+``*.pyc``, ``.DS_Store``, ``__MACOSX``, ``.ipynb_checkpoints``, ``.git``, ``._*``) is dropped.
 
 Policy on links: symlink entries in a ZIP reject the submission (``archives``); symlinks inside a
 submitted FOLDER are skipped, never followed, and listed in the notes.
@@ -34,7 +34,7 @@ from grader.archives import (MIB, Budget, UnpackError, entry_parts, extract_clas
                              read_listing)
 from grader.cleancopy import clean_copy, hash_folder
 from grader.lms import METADATA, Candidate, class_candidates, is_canvas_name
-from grader.notebooks import notebook_to_script
+from grader.notebooks import notebook_to_files, write_notebook_files
 
 __all__ = ["IntakeLimits", "Submission", "Rejected", "prepare_submission", "discover", "hash_folder",
            "safe_student_id"]
@@ -79,11 +79,16 @@ class _Reject(Exception):
     """Internal: the submission cannot be graded; ``str(exc)`` says why."""
 
 
+# What the output folder holds beside the students' folders: a student may never be named like one of them.
+RESERVED_NAMES = frozenset({"index.html", "grades.csv", "summary.json", "similarity", "similarity.csv",
+                            "similarity.json", "results.json"})
+
+
 def safe_student_id(raw: str) -> str:
     """A folder-safe id: accents folded to ASCII, anything outside [A-Za-z0-9._-] made '_'."""
     ascii_ = unicodedata.normalize("NFKD", raw).encode("ascii", "ignore").decode()
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", ascii_).strip("._-")  # no hidden names, no '..'
-    return safe[:80] or "student"
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", ascii_).strip("._-")[:80] or "student"  # no hidden names, no '..'
+    return f"student_{safe}" if safe.lower() in RESERVED_NAMES else safe
 
 
 # ---------------------------------------------------------------------------------- finding the root
@@ -128,8 +133,8 @@ def _resolve(path: Path, *, stage: Path, budget: Budget, depth: int, notes: list
         shutil.copyfile(path, out / ENTRY)
         notes += [f"{path.name} was renamed {ENTRY}"] if path.name != ENTRY else []
     elif suffix == ".ipynb":
-        script, nb_notes = notebook_to_script(path.read_bytes(), name=path.name)
-        (out / ENTRY).write_text(script, encoding="utf-8")
+        files, nb_notes = notebook_to_files(path.read_bytes(), name=path.name)
+        write_notebook_files(out, files)
         notes += nb_notes
     elif suffix == ".zip":
         if depth > MAX_ZIP_NESTING:

@@ -111,11 +111,13 @@ def test_notebook_becomes_segmentation_py_with_magics_commented_out(tmp_path: Pa
                   "%%bash\nls -la\n", "%%time\nDONE = True\n" + CODE)
     src = make_folder(tmp_path, {"solution.ipynb": nb}) / "solution.ipynb"
     sub = accepted(prepare_submission(src, student="erin", workdir=tmp_path / "work"))
-    script = (sub.path / "segmentation.py").read_text()
+    prelude = (sub.path / "segmentation.py").read_text()
+    script = "".join(p.read_text() for p in sorted((sub.path / "notebook_cells").glob("cell_*.py")))
     compile(script, "segmentation.py", "exec")  # valid Python after the magics are gone
-    namespace: dict = {}
-    exec(compile(script, "segmentation.py", "exec"), namespace)  # our own test code, not a student's
+    namespace: dict = {"__file__": str(sub.path / "segmentation.py")}
+    exec(compile(prelude, "segmentation.py", "exec"), namespace)  # the grader's prelude runs every cell
     assert namespace["ratio"] == 7 % 3 and namespace["DONE"] is True  # '% 3' continuation kept
+    assert namespace["__grader_notebook__"]["failed_cells"] == []
     assert "# %matplotlib inline" in script and "pass  # !pip install x" in script and "# ls -la" in script
     assert "# Title" not in script  # markdown is not code
     assert any("commented out" in n for n in sub.notes)
@@ -398,3 +400,11 @@ def test_rerun_into_the_same_workdir_is_idempotent(tmp_path: Path) -> None:
     a = accepted(prepare_submission(src, student="s", workdir=tmp_path / "w"))
     b = accepted(prepare_submission(src, student="s", workdir=tmp_path / "w"))
     assert a == b and [p.name for p in (tmp_path / "w").iterdir()] == [a.path.name]
+
+
+def test_a_student_named_like_a_file_of_the_output_folder_is_renamed() -> None:
+    from grader.intake import safe_student_id
+
+    assert safe_student_id("similarity") == "student_similarity"
+    assert safe_student_id("index.html") == "student_index.html"
+    assert safe_student_id("simi larity") == "simi_larity"
