@@ -111,10 +111,11 @@ def _spec(sub: Submission) -> TaskSpec:
                     files=pack_folder(sub.path))
 
 
-def _resources(ray: Any, cpus: int) -> dict[str, float]:
-    """One GPU per task where the cluster has GPUs, else the CPU threads the rubric fixes."""
+def _resources(ray: Any, cpus: int, jobs_per_gpu: int = 1) -> dict[str, float]:
+    """Where the cluster has GPUs, 1/K of one GPU per task (Ray packs K tasks on a GPU, each told its index),
+    plus the CPU threads the rubric fixes; without GPUs, those threads only."""
     if ray.cluster_resources().get("GPU", 0) >= 1:
-        return {"num_gpus": 1, "num_cpus": cpus}
+        return {"num_gpus": 1 / jobs_per_gpu if jobs_per_gpu > 1 else 1, "num_cpus": cpus}
     return {"num_cpus": cpus}
 
 
@@ -142,13 +143,16 @@ def _arrays(blob: bytes) -> dict[str, np.ndarray]:
 class RayExecutor:
     """One Ray task per submission; joins ``address`` unless Ray is already initialised (None: $RAY_ADDRESS,
     else the cluster `ray start` made here, else a new local one). ``threads``: the CPUs each task holds (the
-    rubric's torch threads)."""
+    rubric's torch threads); ``jobs_per_gpu``: K tasks share a GPU (``num_gpus=1/K``; the memory cap that goes
+    with it travels in the ``grade_one`` the driver builds)."""
 
     remote = True
     hidden_on_node = staticmethod(ray_files)
 
-    def __init__(self, *, address: str | None = None, threads: int = 1) -> None:
-        self.address, self.threads = address, threads
+    def __init__(self, *, address: str | None = None, threads: int = 1, jobs_per_gpu: int = 1) -> None:
+        if jobs_per_gpu < 1:
+            raise ValueError(f"jobs per GPU must be at least 1, not {jobs_per_gpu}")
+        self.address, self.threads, self.jobs_per_gpu = address, threads, jobs_per_gpu
 
     def run(self, todo: Sequence[Submission], grade_one: GradeOne, record: Record, *,
             on_begin: Begin | None = None) -> list[SubmissionResult]:
@@ -158,7 +162,7 @@ class RayExecutor:
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
         try:
             task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=[InfrastructureError])(grade_task)
-            options = _resources(ray, self.threads)
+            options = _resources(ray, self.threads, self.jobs_per_gpu)
             shared = ray.put(grade_one)  # sent once, not once per task
             pending = {task.options(**options).remote(shared, _spec(sub)): sub for sub in todo}
             return self._collect(ray, pending, record)
