@@ -8,7 +8,11 @@
 #        seg-autograder:latest, else the local test image), BUILD=1 (build the production image if missing),
 #        STAGE_TIMEOUT_S (per grade command; default 540), BENCH=1 (then the CPU benchmarks pinned to two
 #        cores: BENCH_CORES, default 0,1; BENCH_TIMEOUT_S each, default 240; BENCHES, the scripts and their
-#        arguments separated by ';', default "overhead.py --rounds 3;scaling.py;regrade.py").
+#        arguments separated by ';', default "overhead.py --rounds 3;scaling.py;regrade.py"),
+#        THROUGHPUT=1 (then bench/gpu_throughput.py: K = 1, 2, 4, 8 jobs on GPU 0, bounded by THROUGHPUT_TIMEOUT_S,
+#        default 480, with THROUGHPUT_ARGS, default "--n 8 --ks 1,2,4,8 --scale 0.25 --budget-s 330": a quarter of
+#        the VOC-sized splits so that it fits ~8 minutes; --scale 1 is the full workload), THROUGHPUT=only (the
+#        environment and the throughput bench alone).
 set -uo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -75,6 +79,18 @@ grade() {  # $1: label, rest: extra grader arguments
   durations "$OUT/$label"
 }
 
+throughput() {  # jobs sharing one GPU: bench/gpu_throughput.py, bounded
+  section "bench/gpu_throughput.py ${THROUGHPUT_ARGS:---n 8 --ks 1,2,4,8 --scale 0.25 --budget-s 330}"
+  # shellcheck disable=SC2086 # the bench's arguments are words
+  timeout "${THROUGHPUT_TIMEOUT_S:-480}" "$VPY" bench/gpu_throughput.py \
+    ${THROUGHPUT_ARGS:---n 8 --ks 1,2,4,8 --scale 0.25 --budget-s 330} || echo "bench/gpu_throughput.py: exit code $?"
+}
+
+if [ "${THROUGHPUT:-0}" = only ]; then
+  throughput
+  exit 0
+fi
+
 section "CUDA under the local sandbox's memory rlimits (address space on CPU, data segment on GPU)"
 for limit in RLIMIT_AS:6144 RLIMIT_AS:16384 RLIMIT_DATA:6144 RLIMIT_DATA:2048; do
   "$VPY" - "$limit" <<'PY'
@@ -123,3 +139,5 @@ if [ "${BENCH:-0}" = 1 ]; then
     timeout "${BENCH_TIMEOUT_S:-240}" taskset -c "$CORES" "$VPY" bench/$bench || echo "bench/$bench: exit code $?"
   done
 fi
+
+if [ "${THROUGHPUT:-0}" = 1 ]; then throughput; fi
