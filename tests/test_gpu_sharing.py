@@ -130,6 +130,24 @@ def test_a_gpu_out_of_memory_message_is_recognised_as_out_of_memory() -> None:
                               "139.81 GiB total capacity; 34.95 GiB already allocated)")
 
 
+def test_a_stage_that_ran_out_of_its_gpu_share_is_an_out_of_gpu_memory_error(tmp_path: Path) -> None:
+    """What the runner records when a stage's code raises CUDA's out-of-memory error, as the judge sees it: an
+    error that names the GPU share, not the host memory limit (and not a failure of the student's logic)."""
+    from grader.checks.verdict import StageResult, stage_problem
+    from grader.outputs import StageOutputs
+
+    rubric = load_rubric(VOC_SCALE)
+    said = {"ok": False, "error": "OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; "
+                                  "139.81 GiB total capacity; 17.20 GiB already allocated)", "traceback": "..."}
+    run = SandboxRun(exit_code=4, timed_out=False, out_of_memory=False, duration_s=1.0, stdout="", stderr="",
+                     output_truncated=False, isolation="test")
+    stage = StageResult("full_training", run, StageOutputs(tmp_path, {"stage_error": said}),
+                        rubric.budget("full_training"))
+    verdict = stage_problem(rubric.check("full_training"), stage)
+    assert verdict is not None and verdict.status == "error" and verdict.score == 0.0
+    assert verdict.message.startswith("Out of GPU memory") and "share of the GPU" in verdict.message
+
+
 @pytest.mark.skipif(not HAS_GPU, reason="needs an NVIDIA GPU")
 def test_on_a_gpu_an_allocation_past_the_share_is_refused_as_out_of_memory(tmp_path: Path) -> None:
     """The runner caps the stage to 1/8 of the GPU before the student's module is imported: a module that
@@ -147,9 +165,10 @@ def test_on_a_gpu_an_allocation_past_the_share_is_refused_as_out_of_memory(tmp_p
                              gpu_memory_fraction=0.125)
     sandbox = LocalSandbox()
     try:
-        sandbox.run(request)
+        run = sandbox.run(request)
     finally:
         sandbox.close()
+    assert f"{GPU_SHARE_LINE}0.125" in run.stderr.splitlines(), run.stderr[:500]
     record = json.loads((tmp_path / "out" / "import.json").read_text())["records"]["import_error"]
     assert says_out_of_memory(record["error"]), record["error"]
 
