@@ -38,6 +38,10 @@ class FullTrainingSpec(CheckSpec):
     floor: float | None = None  # band: 0 points at or below; None = mIoU of the all-background predictor
     bar: float = 0.5  # band: full points at or above
 
+    def net_sizes(self, rubric: Any) -> tuple[tuple[int, int], ...]:
+        """The (H, W) this check feeds the net: what it needs of a required model_shapes (grader.pipeline)."""
+        return ((rubric.dataset.size, rubric.dataset.size),)
+
 
 def validate(spec: FullTrainingSpec, where: str) -> None:
     if spec.floor is not None and spec.floor >= spec.bar:

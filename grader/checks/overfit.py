@@ -37,6 +37,10 @@ class OverfitSpec(CheckSpec):
     image_size: int = 128  # the example is resized to this (stride-8/16 encoders need room)
     example_index: int = 0  # which training image
 
+    def net_sizes(self, rubric: Any) -> tuple[tuple[int, int], ...]:
+        """The (H, W) this check feeds the net: what it needs of a required model_shapes (grader.pipeline)."""
+        return ((self.image_size, self.image_size),)
+
 
 def inputs(spec: OverfitSpec, job: Any) -> tuple[dict, dict]:
     images, masks = job.split(job.rubric.dataset.train_split, size=spec.image_size)
