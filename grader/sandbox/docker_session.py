@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from grader.cleanup import remove_tree
 from grader.sandbox.base import InfrastructureError, SandboxRequest, SandboxRun, runner_args, says_out_of_memory, \
     share_with_sandbox
 from grader.sandbox.docker_container import ISOLATION, BindMount, Container, ContainerSettings, HeadTail
@@ -81,7 +82,7 @@ class SubmissionContainer:
         if request.submission_dir != self.bound_to or request.job_dir != self.job_dir:
             raise InfrastructureError("a stage of another submission was sent to this submission's container")
         inside = self.runs / request.stage
-        shutil.rmtree(inside, ignore_errors=True)
+        remove_tree(inside, ignore_errors=True)
         inside.mkdir()
         inside.chmod(0o777)
         assert self.container is not None and self.client is not None
@@ -110,7 +111,7 @@ class SubmissionContainer:
             self.client.close()  # the server kills its stages and exits; the container ends
         if self.container is not None:
             self.container.remove()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        remove_tree(self.folder, ignore_errors=True)
 
     def _start(self, request: SandboxRequest) -> None:
         settings = self.settings
@@ -160,7 +161,7 @@ class SubmissionContainer:
 
 def _hand_over(inside: Path, out_dir: Path) -> None:
     """The stage's outputs become its out folder by a rename (symlinks stay links; nothing is read)."""
-    shutil.rmtree(out_dir, ignore_errors=True)
+    remove_tree(out_dir, ignore_errors=True)
     try:
         os.rename(inside, out_dir)
     except OSError as exc:  # another filesystem: refuse rather than copy what a student may have linked
