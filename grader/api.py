@@ -1,4 +1,4 @@
-"""The grader as a library: keyword-only ``grade``, ``check``, ``selftest``, ``report`` and ``gradescope``.
+"""The grader as a library: keyword-only ``grade``, ``check``, ``selftest``, ``handout``, ``report``, ``gradescope``.
 
 The CLI (``grader.cli``) only parses arguments, calls these and prints; every default lives in these
 signatures. Each call returns what happened (results, pass/fail and why) and decides nothing about exit
@@ -10,7 +10,6 @@ reached through two seams: ``grader.batch`` imports the grading side only when s
 """
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,17 +19,19 @@ from grader import report as pages_package
 from grader.batch import GradeOptions, grade_all
 from grader.export import write_grades_csv
 from grader.gradescope import GRADESCOPE_ROOT, run_gradescope
+from grader.handout import build_kit, public_rubric
+from grader.kit import default_rubric
 from grader.results import SubmissionResult
 from grader.rubric import Rubric, load_rubric
 from grader.sandbox.factory import SandboxSpec
 from grader.similarity import Outcome as SimilarityOutcome
 from grader.similarity import similarity as compare_class
 
-__all__ = ["REPO", "DEFAULT_RUBRIC", "Progress", "SelftestResult", "check", "grade", "gradescope",
+__all__ = ["REPO", "DEFAULT_RUBRIC", "Progress", "SelftestResult", "check", "grade", "gradescope", "handout",
            "public_rubric", "report", "selftest", "similarity"]
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_RUBRIC = REPO / "rubric.yaml"
+DEFAULT_RUBRIC = default_rubric(REPO / "rubric.yaml")  # a student kit: its public rubric (grader.kit)
 
 
 class Progress(Protocol):
@@ -47,17 +48,19 @@ def _load(rubric: Rubric | str | Path) -> Rubric:
 
 def grade(paths: Sequence[str | Path], *, rubric: Rubric | str | Path = DEFAULT_RUBRIC, out_dir: str | Path,
           sandbox: str = "local", image: str | None = None, executor: str = "pool", jobs: int = 1,
-          gpus: Sequence[str] = (), regrade: bool = False, cache_dir: str | Path | None = None,
-          ray_address: str | None = None, progress: Progress | None = None,
+          gpus: Sequence[str] = (), jobs_per_gpu: int = 1, regrade: bool = False,
+          cache_dir: str | Path | None = None, ray_address: str | None = None, progress: Progress | None = None,
           render: bool = True) -> list[SubmissionResult]:
     """Grade submissions (folders, .py, .zip, .ipynb, class folders) into ``out_dir``: result.json per
     student, summary.json, and (``render``) the reports and grades.csv, redrawing only what changed. An
     unchanged submission is not graded again unless ``regrade``. ``sandbox``: "local" | "docker" (``image``:
-    its image); ``executor``: "pool" (``jobs`` at a time, or one per GPU of ``gpus``) | "ray"
-    (``ray_address``). With ``render``, the graded submissions are also compared with each other for staff
+    its image); ``executor``: "pool" (``jobs`` at a time, or ``jobs_per_gpu`` per GPU of ``gpus``, each
+    capped to that share of its GPU's memory) | "ray" (``ray_address``; 1/``jobs_per_gpu`` of a GPU per task). With ``render``, the graded submissions are also compared with each other for staff
     (``similarity``; never a score). Returns every student's result, sorted by name."""
     out = Path(out_dir)
-    options = GradeOptions(out_dir=out, jobs=jobs, gpus=tuple(gpus), regrade=regrade,
+    if jobs_per_gpu < 1:
+        raise ValueError(f"jobs_per_gpu must be at least 1, not {jobs_per_gpu}")
+    options = GradeOptions(out_dir=out, jobs=jobs, gpus=tuple(gpus), jobs_per_gpu=jobs_per_gpu, regrade=regrade,
                            cache_dir=Path(cache_dir) if cache_dir else None, executor=executor,
                            ray_address=ray_address, progress=progress.update if progress else None,
                            on_total=progress.start if progress else None,
@@ -71,22 +74,15 @@ def grade(paths: Sequence[str | Path], *, rubric: Rubric | str | Path = DEFAULT_
     return results
 
 
-def public_rubric(rubric: Rubric) -> Rubric:
-    """The checks a student may run before the deadline: the visible ones, each requiring only visible ones."""
-    visible = tuple(c for c in rubric.checks if c.visibility == "visible")
-    ids = {c.id for c in visible}
-    return dataclasses.replace(rubric, checks=tuple(
-        dataclasses.replace(c, requires=tuple(r for r in c.requires if r in ids)) for c in visible))
-
-
 def check(path: str | Path = ".", *, rubric: Rubric | str | Path = DEFAULT_RUBRIC, out_dir: str | Path | None = None,
-          sandbox: str = "local", image: str | None = None, gpus: Sequence[str] = (),
+          sandbox: str = "local", image: str | None = None, gpus: Sequence[str] = (), jobs_per_gpu: int = 1,
           cache_dir: str | Path | None = None, progress: Progress | None = None) -> tuple[SubmissionResult, Path]:
     """A student's self-check: the public checks only, always graded afresh, on the same code path as the
     real grading. Returns the result and its HTML report (under ``out_dir``, default a new temp folder)."""
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="seg-check-"))
     [result] = grade([path], rubric=public_rubric(_load(rubric)), out_dir=out, sandbox=sandbox, image=image,
-                     gpus=gpus, regrade=True, cache_dir=cache_dir, progress=progress, render=False)
+                     gpus=gpus, jobs_per_gpu=jobs_per_gpu, regrade=True, cache_dir=cache_dir, progress=progress,
+                     render=False)
     _reports(out)
     return result, out / result.student / "report.html"
 
@@ -111,13 +107,14 @@ class SelftestResult:
 
 def selftest(*, rubric: Rubric | str | Path = DEFAULT_RUBRIC, out_dir: str | Path | None = None,
              sandbox: str = "local", image: str | None = None, jobs: int = 1, gpus: Sequence[str] = (),
-             cache_dir: str | Path | None = None, progress: Progress | None = None) -> SelftestResult:
+             jobs_per_gpu: int = 1, cache_dir: str | Path | None = None,
+             progress: Progress | None = None) -> SelftestResult:
     """Grade reference/ and student_template/ with ``rubric``: the reference must get full marks, and the
     template zero with every check failed (with a message, not an error of the grader)."""
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="seg-selftest-"))
     graded = grade([REPO / "reference", REPO / "student_template"], rubric=rubric, out_dir=out, sandbox=sandbox,
-                   image=image, jobs=jobs, gpus=gpus, regrade=True, cache_dir=cache_dir, progress=progress,
-                   render=False)
+                   image=image, jobs=jobs, gpus=gpus, jobs_per_gpu=jobs_per_gpu, regrade=True, cache_dir=cache_dir,
+                   progress=progress, render=False)
     by_student = {r.student: r for r in graded}
     ref, tpl = by_student["reference"], by_student["student_template"]
     problems = []
@@ -128,6 +125,13 @@ def selftest(*, rubric: Rubric | str | Path = DEFAULT_RUBRIC, out_dir: str | Pat
         problems.append("student_template: " + "; ".join(f"{c.id} {c.status}" for c in tpl.checks
                                                           if c.status != "failed" or c.score))
     return SelftestResult(reference=ref, template=tpl, problems=tuple(problems), out_dir=out)
+
+
+def handout(out_dir: str | Path, *, rubric: Rubric | str | Path = DEFAULT_RUBRIC) -> Path:
+    """Staff: write the student kit into ``out_dir`` (missing or empty; ``grader.handout``): the template as
+    .py and .ipynb, a README, and an installable grader whose ``check`` runs the public checks against the
+    reference's outputs computed now, with no line of reference/. A ``KitError`` says why it cannot."""
+    return build_kit(Path(out_dir), rubric=_load(rubric))
 
 
 def report(out_dir: str | Path, *, released: bool = False) -> list[Path]:

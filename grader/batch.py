@@ -31,7 +31,8 @@ __all__ = ["GradeOptions", "grade_all", "make_executor"]
 class GradeOptions:
     out_dir: Path
     jobs: int = 1
-    gpus: tuple[str, ...] = ()  # GPU indices; one job per GPU at a time
+    gpus: tuple[str, ...] = ()  # GPU indices; jobs_per_gpu jobs per GPU at a time
+    jobs_per_gpu: int = 1  # K submissions share each GPU, each capped to 1/K of its memory (Ray: num_gpus=1/K)
     regrade: bool = False
     cache_dir: Path | None = None
     progress: Callable[[str, SubmissionResult], None] | None = None  # a submission finished
@@ -98,10 +99,11 @@ def grade_all(paths: Sequence[Path], *, rubric: Rubric, sandbox: SandboxSource,
 def _grade_fresh(todo: list[Submission], rubric: Rubric, sandbox: SandboxSource, make_engine: Callable[[], Sandbox],
                  options: GradeOptions, scratch: Path, abort: Callable[[], None]) -> list[SubmissionResult]:
     executor = make_executor(options.executor, jobs=options.jobs, gpus=options.gpus, address=options.ray_address,
-                             threads=rubric.threads, abort=abort)
+                             threads=rubric.threads, abort=abort, jobs_per_gpu=options.jobs_per_gpu)
     return _grading().grade_fresh(todo, rubric=rubric, executor=executor,
                        sandbox=spec_of(sandbox) if executor.remote else make_engine, out_dir=options.out_dir,
                        scratch=scratch, cache_dir=options.cache_dir, gpus=options.gpus,
+                       jobs_per_gpu=options.jobs_per_gpu,
                        progress=options.progress, on_begin=options.on_begin)
 
 
@@ -123,15 +125,16 @@ def _settled(entries: list, rubric: Rubric, out: Path,
 
 
 def make_executor(kind: str = "pool", *, jobs: int = 1, gpus: Sequence[str] = (), address: str | None = None,
-                  threads: int = 1, abort: Callable[[], None] | None = None) -> Executor:
-    """``pool``: this machine (``jobs`` / ``gpus``); ``ray``: a Ray cluster (``address``; None: $RAY_ADDRESS,
-    else a local one), whose scheduler places the tasks and their GPUs, ``threads`` CPUs per task."""
+                  threads: int = 1, abort: Callable[[], None] | None = None, jobs_per_gpu: int = 1) -> Executor:
+    """``pool``: this machine (``jobs`` / ``gpus``, ``jobs_per_gpu`` on each); ``ray``: a Ray cluster
+    (``address``; None: $RAY_ADDRESS, else a local one), whose scheduler places the tasks and their GPUs
+    (1/``jobs_per_gpu`` of one each), ``threads`` CPUs per task."""
     if kind == "pool":
-        return PoolExecutor(jobs=jobs, gpus=gpus, abort=abort)
+        return PoolExecutor(jobs=jobs, gpus=gpus, jobs_per_gpu=jobs_per_gpu, abort=abort)
     if kind == "ray":
         from grader.distributed import RayExecutor  # the optional extra: imported only when asked for
 
-        return RayExecutor(address=address, threads=threads)
+        return RayExecutor(address=address, threads=threads, jobs_per_gpu=jobs_per_gpu)
     raise ValueError(f"unknown executor {kind!r}: choose one of {', '.join(EXECUTORS)}")
 
 

@@ -1,9 +1,11 @@
 """The ``grader`` command: parses arguments, calls ``grader.api``, prints, and maps outcomes to exit codes.
 
-    grader grade PATH... --out DIR [--rubric rubric.yaml] [--sandbox local|docker] [-j N] [--gpus 0,1]
+    grader grade PATH... --out DIR [--rubric rubric.yaml] [--sandbox local|docker] [-j N] [--gpus 0,1
+                 [--jobs-per-gpu K]]
                  [--engine local|ray [--address HOST:PORT]]
     grader check [PATH]          # a student's self-check: public checks only, readable output
     grader selftest              # reference/ must get full marks, student_template/ zero
+    grader handout --out KIT     # staff: the student kit (public checks, no solution; `pip install KIT`)
     grader report DIR            # re-render the HTML and exports from DIR/*/result.json
     grader similarity DIR [--from PATH...]   # staff: similar pairs of DIR's graded submissions (copydetect)
 
@@ -17,6 +19,7 @@ import sys
 from pathlib import Path
 
 from grader import api
+from grader.handout import KitError
 from grader.progress import Progress
 from grader.results import SubmissionResult
 from grader.rubric import RubricError
@@ -56,9 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="local: confined forks of a warm fork server (default); docker: a hardened container per submission")
         p.add_argument("--image", default=None, help="docker image (default: the grading image)")
         p.add_argument("-j", "--jobs", type=int, default=1, help="submissions graded at once (CPU)")
-        p.add_argument("--gpus", default="", help="GPU indices, e.g. 0,1: one job per GPU")
+        p.add_argument("--gpus", default="", help="GPU indices, e.g. 0,1: one job per GPU (see --jobs-per-gpu)")
+        p.add_argument("--jobs-per-gpu", type=_positive, default=1, metavar="K",
+                       help="K submissions share each GPU, each capped to 1/K of its memory (default 1)")
         p.add_argument("--cache-dir", type=Path, default=None, help="dataset cache (default ~/.cache/seg-autograder)")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    handout = sub.add_parser("handout", help="staff: write the student kit (template, README, installable "
+                                             "self-check with the public checks; no solution)")
+    handout.add_argument("--out", type=Path, required=True, help="the kit's folder (new or empty)")
+    handout.add_argument("--rubric", type=Path, default=api.DEFAULT_RUBRIC, help="rubric YAML (default: %(default)s)")
     report = sub.add_parser("report", help="re-render reports and exports from result.json files")
     report.add_argument("dir", type=Path)
     report.add_argument("--released", action="store_true", help="show after-due-date checks to students")
@@ -71,6 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return value
+
+
 def _gpus(text: str) -> tuple[str, ...]:
     return tuple(g.strip() for g in text.split(",") if g.strip())
 
@@ -78,7 +97,7 @@ def _gpus(text: str) -> tuple[str, ...]:
 def _engine(args: argparse.Namespace) -> dict:
     """The arguments every grading command shares, as the API's keywords."""
     return {"rubric": args.rubric, "sandbox": args.sandbox, "image": args.image, "gpus": _gpus(args.gpus),
-            "cache_dir": args.cache_dir}
+            "jobs_per_gpu": args.jobs_per_gpu, "cache_dir": args.cache_dir}
 
 
 def cmd_grade(args: argparse.Namespace) -> int:
@@ -126,6 +145,17 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     return 0 if outcome.passed else 3 if outcome.infrastructure_fault else 1
 
 
+def cmd_handout(args: argparse.Namespace) -> int:
+    try:
+        kit = api.handout(args.out, rubric=args.rubric)
+    except KitError as exc:
+        print(f"grader handout: {exc}", file=sys.stderr)
+        return 2
+    print(f"Wrote the student kit to {kit} (give students the folder: `pip install {kit}`, then "
+          f"`grader check .` in the folder holding their segmentation.py; see {kit}/README.md)")
+    return 0
+
+
 def cmd_similarity(args: argparse.Namespace) -> int:
     outcome = api.similarity(args.dir, rubric=args.rubric, sources=args.sources, force=args.force)
     if outcome.error:
@@ -147,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Rendered {args.dir}/index.html and the per-student reports.")
         return 0
     try:
-        return {"grade": cmd_grade, "check": cmd_check, "selftest": cmd_selftest,
+        return {"grade": cmd_grade, "check": cmd_check, "selftest": cmd_selftest, "handout": cmd_handout,
                 "similarity": cmd_similarity}[args.command](args)
     except RubricError as exc:
         print(f"grader: invalid rubric {args.rubric}: {exc}", file=sys.stderr)

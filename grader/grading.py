@@ -22,9 +22,10 @@ from typing import Callable
 
 from grader import __version__
 from grader.cleanup import remove_tree
-from grader.executors import Begin, Executor, Graded, Outcome
+from grader.executors import Begin, Executor, Graded, Outcome, gpu_memory_fraction, gpu_sharing
 from grader.intake import Submission
-from grader.jobcache import installed_version, reference_dir
+from grader.jobcache import installed_version
+from grader.kit import staff_hidden
 from grader.checks.verdict import JudgeContext
 from grader.pipeline import Batch, grade_submission, rejected_result, write_artifacts
 from grader.prepare import prepare_job
@@ -46,17 +47,21 @@ def _provenance(rubric: Rubric, dataset_hash: str, device: str) -> dict:
 
 
 def prepare_batch(rubric: Rubric, *, sandbox: Sandbox, scratch: Path, cache_dir: Path, device: str = "cpu",
-                  hidden: tuple[Path, ...] = ()) -> Batch:
+                  hidden: tuple[Path, ...] = (), jobs_per_gpu: int = 1) -> Batch:
     """What every submission of a batch shares: the job folder, expected outputs, provenance (built once, by
     a trusted subprocess: see ``grader.prepare``). Hidden from the sandbox: reference/, the dataset cache
-    (labels) and the host-only folder (expected outputs, evaluation labels)."""
+    (labels) and the host-only folder (expected outputs, evaluation labels). ``jobs_per_gpu``: K jobs share
+    each GPU, every stage capped to 1/K of its memory (recorded in the provenance)."""
     sandbox.warm_up(rubric.threads)  # in the background, while the job is prepared
     prepared = prepare_job(rubric, job_dir=scratch / "job", host_dir=scratch / "host", cache_dir=cache_dir,
                            device=device)
     ctx = JudgeContext(plan=prepared.plan, expected=prepared.expected, num_classes=rubric.num_classes)
-    hidden_paths = (reference_dir(), cache_dir, prepared.host_dir, *hidden)
+    hidden_paths = (*staff_hidden(), cache_dir, prepared.host_dir, *hidden)  # reference/ (none in a kit)
+    provenance = _provenance(rubric, prepared.plan.dataset_hash, device)
+    if device == "cuda":
+        provenance["gpu_sharing"] = gpu_sharing(jobs_per_gpu)
     return Batch(rubric=rubric, ctx=ctx, sandbox=sandbox, hidden_paths=hidden_paths, scratch=scratch,
-                 device=device, provenance=_provenance(rubric, prepared.plan.dataset_hash, device))
+                 device=device, gpu_memory_fraction=gpu_memory_fraction(jobs_per_gpu), provenance=provenance)
 
 
 def grade_with_gpu(batch: Batch, sub: Submission, gpu: str | None) -> Graded:
@@ -82,11 +87,12 @@ def record_result(student_dir: Path, result: SubmissionResult, artifacts: dict) 
 
 def grade_fresh(todo: list[Submission], *, rubric: Rubric, executor: Executor,
                 sandbox: Callable[[], Sandbox] | SandboxSpec, out_dir: Path, scratch: Path,
-                cache_dir: Path | None = None, gpus: tuple[str, ...] = (),
+                cache_dir: Path | None = None, gpus: tuple[str, ...] = (), jobs_per_gpu: int = 1,
                 progress: Callable[[str, SubmissionResult], None] | None = None,
                 on_begin: Begin | None = None) -> list[SubmissionResult]:
     """Grade ``todo`` with ``executor``. ``sandbox``: for a local executor, what makes the engine (called
-    here, once); for a remote one, its spec (sent to the nodes)."""
+    here, once); for a remote one, its spec (sent to the nodes). ``jobs_per_gpu``: the executor shares each
+    GPU between that many jobs; here each stage gets the memory cap that goes with it."""
     out, lock = out_dir.resolve(), threading.Lock()
 
     def record(sub: Submission, outcome: Outcome) -> SubmissionResult:
@@ -104,11 +110,11 @@ def grade_fresh(todo: list[Submission], *, rubric: Rubric, executor: Executor,
         # the node's GPUs are the ones its scheduler assigns, not the driver's --gpus
         grade_one = NodeGrader(rubric=rubric, sandbox=replace(sandbox, gpus=()),
                                cache_dir=str(cache_dir) if cache_dir else None,
-                               hidden_on_node=executor.hidden_on_node)
+                               hidden_on_node=executor.hidden_on_node, jobs_per_gpu=jobs_per_gpu)
         return executor.run(todo, grade_one, record, on_begin=on_begin)
     engine = sandbox.make() if isinstance(sandbox, SandboxSpec) else sandbox()
     batch = prepare_batch(rubric, sandbox=engine, scratch=scratch, cache_dir=(cache_dir or default_cache_dir()).resolve(),
-                          device="cuda" if gpus else "cpu", hidden=(out,))
+                          device="cuda" if gpus else "cpu", hidden=(out,), jobs_per_gpu=jobs_per_gpu)
     return executor.run(todo, functools.partial(grade_with_gpu, batch), record, on_begin=on_begin)
 
 
@@ -126,6 +132,7 @@ class NodeGrader:
     sandbox: SandboxSpec
     cache_dir: str | None = None  # the dataset cache on the node (None: the node's default)
     hidden_on_node: Callable[[], tuple[Path, ...]] | None = None
+    jobs_per_gpu: int = 1  # K tasks share a GPU (Ray's num_gpus=1/K): each stage capped to 1/K of its memory
     grader_version: str = __version__
 
     def __call__(self, sub: Submission, gpu: str | None) -> Graded:
@@ -136,12 +143,13 @@ class NodeGrader:
 
     def _batch(self, gpu: str | None) -> Batch:
         device = "cuda" if gpu is not None and _cuda_usable(gpu) else "cpu"  # what the runner will use
-        key = (self.rubric.source_hash, self.sandbox, self.cache_dir, device)
+        key = (self.rubric.source_hash, self.sandbox, self.cache_dir, device, self.jobs_per_gpu)
         if key not in _NODE_BATCHES:
             cache = (Path(self.cache_dir) if self.cache_dir else default_cache_dir()).resolve()
             hidden = self.hidden_on_node() if self.hidden_on_node else ()
             _NODE_BATCHES[key] = prepare_batch(self.rubric, sandbox=self.sandbox.make(), scratch=node_scratch(),
-                                               cache_dir=cache, device=device, hidden=hidden)
+                                               cache_dir=cache, device=device, hidden=hidden,
+                                               jobs_per_gpu=self.jobs_per_gpu)
         return _NODE_BATCHES[key]
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import importlib.util
 import os
 import platform
 import shutil
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 import grader
+from grader import kit
 from grader.evalsecret import installation_secret, secret_fingerprint
 from grader.rubric import Rubric
 from grader.sandbox.base import InfrastructureError
@@ -45,11 +45,11 @@ _NO_DATASET_KINDS = frozenset({"transpose_conv", "bilinear_kernel", "confusion_m
 
 
 def reference_dir() -> Path:
-    """reference/ (found without importing it: importing the reference would import torch)."""
-    spec = importlib.util.find_spec("reference")
-    if spec is None or not spec.submodule_search_locations:
-        raise InfrastructureError("the reference solution (package `reference`) is not installed")
-    return Path(next(iter(spec.submodule_search_locations))).resolve()
+    """reference/ beside the grader package (``grader.kit``: found by path, never imported here)."""
+    folder = kit.reference_dir()
+    if folder is None:
+        raise InfrastructureError("the reference solution (reference/ beside the grader package) is missing")
+    return folder
 
 
 def installed_version(package: str) -> str:
@@ -82,7 +82,7 @@ def cache_key(rubric: Rubric, rubric_text: str, device: str, *, cache_dir: Path 
     digest.update("\0".join(f"{p}={installed_version(p)}" for p in _VERSIONED).encode())
     digest.update(rubric_text.encode())
     _sources(digest, Path(grader.__file__).resolve().parent)
-    _sources(digest, reference_dir())
+    digest.update(kit.expected_source_digest().encode())  # reference/'s source, or a kit's shipped outputs
     return digest.hexdigest()[:32]
 
 

@@ -21,6 +21,7 @@ from grader.checks import KINDS, stage_of
 from grader.checks.verdict import JudgeContext, Judged, StageResult, not_run, oneline, result, skipped
 from grader.cleanup import remove_tree
 from grader.intake import Rejected, Submission
+from grader.notebooks import failed_cells_message
 from grader.outputs import OutputError, StageOutputs, read_stage
 from grader.results import CheckResult, SubmissionResult
 from grader.rubric import CheckSpec, Rubric
@@ -41,6 +42,7 @@ class Batch:
     scratch: Path  # where per-run folders are made (not hidden)
     device: str = "cpu"
     gpu: str | None = None
+    gpu_memory_fraction: float | None = None  # K jobs share a GPU: each stage's cap (1/K), set by the runner
     provenance: dict = field(default_factory=dict)
 
 
@@ -50,6 +52,7 @@ def _run_stage(batch: Batch, sub: Submission, stage: str, run_dir: Path) -> Stag
     request = SandboxRequest(submission_dir=sub.path, job_dir=batch.ctx.plan.job_dir, out_dir=out, stage=stage,
                              timeout_s=budget.timeout_s, memory_mb=budget.memory_mb, threads=batch.rubric.threads,
                              gpu=batch.gpu, hidden_paths=batch.hidden_paths,
+                             gpu_memory_fraction=batch.gpu_memory_fraction if batch.gpu is not None else None,
                              max_output_bytes=batch.rubric.max_output_kb * 1024)
     for attempt in range(INFRA_RETRIES + 1):
         remove_tree(out, ignore_errors=True)
@@ -122,7 +125,7 @@ def grade_submission(batch: Batch, sub: Submission) -> tuple[SubmissionResult, d
             results[check.id] = judged.result
             artifacts.update(judged.artifacts)
         message = f"Nothing was graded: {import_skip}. Run `python segmentation.py` locally to see why." \
-            if import_skip else ""
+            if import_skip else failed_cells_message(stages["import"].outputs.record("names"))
         return _finish(batch, sub, list(results.values()), durations, stages, message=message), artifacts
     finally:
         batch.sandbox.end_submission(sub.path)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from grader.checks import KINDS, STUDENT_NAMES
-from grader.sandbox.base import DEVICE_LINE
+from grader.sandbox.base import DEVICE_LINE, GPU_SHARE_ENV, GPU_SHARE_LINE
 
 __all__ = ["StageWriter", "main", "run_stage"]
 
@@ -69,29 +69,68 @@ def run_stage(student: Any, stage: str, stages: dict, job: Path, writer: StageWr
     """``import``: which API names exist; ``unit``: every unit check's cases; else the check named ``stage``."""
     if stage == "import":
         writer.record("names", {"ok": True, "present": [n for n in STUDENT_NAMES
-                                                        if callable(getattr(student, n, None))]})
+                                                        if callable(getattr(student, n, None))],
+                                "notebook": _notebook_cells(student)})
         return
     configs = stages["unit"]["checks"] if stage == "unit" else [stages[stage]]
     for config in configs:
         KINDS[config["kind"]].run(student, config, job, writer, device)
 
 
+def _notebook_cells(student: Any) -> dict | None:
+    """The cells a notebook's prelude (``grader.notebooks``) recorded as failed, as plain JSON; None for a .py.
+    The student's code could have changed the record: only well-formed entries pass, and the host only shows
+    them as a warning."""
+    try:
+        cells = getattr(student, "__grader_notebook__", {}).get("failed_cells")
+        return {"failed_cells": [{"cell": e["cell"], "first_line": str(e.get("first_line"))[:80],
+                                  "error": str(e.get("error"))[:300]} for e in cells[:50]
+                                 if isinstance(e, dict) and type(e.get("cell")) is int]}
+    except Exception:  # noqa: BLE001 - not a notebook, or a record the student's code broke: nothing to say
+        return None
+
+
+def _gpu_share() -> float | None:
+    """The share of the GPU's memory this stage may allocate (K jobs on one GPU), from the sandbox's
+    environment; None without a cap. A value the grader could not have meant raises (the host's fault)."""
+    text = os.environ.get(GPU_SHARE_ENV)
+    if text is None:
+        return None
+    fraction = float(text)
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"{GPU_SHARE_ENV}={text!r} is not in (0, 1]")
+    return fraction
+
+
 def _device(torch: Any, wanted: str) -> str:
     """The device the stage runs on: the job's, never silently another. Said on stderr BEFORE any student
     code runs (so the first such line is the runner's, whatever the student prints later): the host refuses
-    a GPU stage that would run on the CPU (see ``grader.sandbox.base.runner_device``)."""
+    a GPU stage that would run on the CPU (see ``grader.sandbox.base.runner_device``). On a GPU, also before
+    any student code: the memory cap of a shared GPU (then said on stderr too) and deterministic kernels, so
+    that a score does not depend on how many jobs share the GPU."""
     if wanted != "cuda":
         print(f"{DEVICE_LINE}cpu", file=sys.stderr, flush=True)
+        if os.environ.get(GPU_SHARE_ENV) is not None:  # nothing to cap on the CPU; said, so a test can see it
+            print(f"{GPU_SHARE_LINE}{os.environ[GPU_SHARE_ENV]} (not applied: cpu)", file=sys.stderr, flush=True)
         return "cpu"
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read at cuBLAS's first handle: set before
+    # deterministic convolutions and GEMMs (not torch.use_deterministic_algorithms: it would raise, or warn and
+    # fill torch.empty with NaN, in code that runs fine on the CPU; atomics-based kernels stay as they are)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     try:
+        fraction = _gpu_share()
         torch.cuda.init()
         name = torch.cuda.get_device_name(0)
+        if fraction is not None:  # a job past it gets "CUDA out of memory", never its neighbour's memory
+            torch.cuda.set_per_process_memory_fraction(fraction, 0)
     except Exception as exc:  # noqa: BLE001 - said to the host, which stops the batch
         first = (str(exc).splitlines() or [""])[0][:300]
         print(f"{DEVICE_LINE}unavailable: {type(exc).__name__}: {first}",
               file=sys.stderr, flush=True)
         return "cpu"
     print(f"{DEVICE_LINE}cuda ({name})", file=sys.stderr, flush=True)
+    if fraction is not None:
+        print(f"{GPU_SHARE_LINE}{fraction:g}", file=sys.stderr, flush=True)
     return "cuda"
 
 

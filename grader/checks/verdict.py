@@ -80,6 +80,9 @@ def stage_problem(spec: CheckSpec, stage: StageResult) -> CheckResult | None:
     if stage.problem:
         return result(spec, "error", 0.0, f"The {stage.stage} stage's output could not be read: {stage.problem}.")
     err = stage.outputs.record("stage_error")
+    if err and "CUDA out of memory" in str(err.get("error")):  # the GPU, not the host memory limit
+        return result(spec, "error", 0.0, "Out of GPU memory: your code tried to allocate more than this stage's "
+                      f"share of the GPU ({oneline(err.get('error'))}).", traceback=trim(str(err.get("traceback", ""))))
     if err and says_out_of_memory(str(err.get("error"))):
         return result(spec, "error", 0.0, f"Out of memory: your code tried to allocate more than the "
                       f"{stage.stage} stage's {stage.budget.memory_mb} MB limit ({oneline(err.get('error'))}).",

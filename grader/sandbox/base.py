@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Protocol
 
 __all__ = ["SandboxRequest", "SandboxRun", "Sandbox", "InfrastructureError", "runner_args", "runner_argv", "OOM_SIGNS",
-           "refuse_hidden", "says_out_of_memory", "share_with_sandbox", "DEVICE_LINE", "runner_device"]
+           "refuse_hidden", "says_out_of_memory", "share_with_sandbox", "DEVICE_LINE", "runner_device",
+           "GPU_SHARE_ENV", "GPU_SHARE_LINE", "gpu_share_env"]
 
 # What an allocation failure says in Python / PyTorch (an rlimit makes allocations fail instead of killing).
 OOM_SIGNS = ("can't allocate memory", "MemoryError", "Cannot allocate memory", "out of memory")
@@ -35,6 +36,12 @@ def runner_device(stderr: str) -> str:
     return ""
 
 
+# K jobs on one GPU: the share of its memory a stage may allocate, handed to the runner in the environment (both
+# engines) and applied, then said on stderr, before any student code runs (``grader.runner``).
+GPU_SHARE_ENV = "SEG_GPU_MEMORY_FRACTION"
+GPU_SHARE_LINE = "[runner] gpu memory fraction: "
+
+
 class InfrastructureError(RuntimeError):
     """The grader's machinery failed (Docker down, no disk): retry, never score it as the student's zero."""
 
@@ -52,6 +59,7 @@ class SandboxRequest:
     memory_mb: int  # address-space (local) or cgroup (docker) limit
     threads: int = 1  # torch intra-op threads (fixed for reproducibility)
     gpu: str | None = None  # GPU index the scheduler assigned, or None for CPU
+    gpu_memory_fraction: float | None = None  # K jobs share the GPU: each may allocate this share (1/K) of it
     hidden_paths: tuple[Path, ...] = ()  # host paths the student must not see (reference/, labels, cache)
     max_output_bytes: int = 64_000  # stdout/stderr kept (head and tail), the rest is dropped
     max_processes: int = 256
@@ -101,6 +109,13 @@ class Sandbox(Protocol):
     def close(self) -> None:
         """The batch is over: release what was kept for it. The engine stays usable (it starts anew)."""
         ...
+
+
+def gpu_share_env(request: SandboxRequest) -> dict[str, str]:
+    """The stage's environment entry that carries its GPU memory cap to the runner (none without a cap)."""
+    if request.gpu_memory_fraction is None:
+        return {}
+    return {GPU_SHARE_ENV: repr(float(request.gpu_memory_fraction))}
 
 
 def runner_args(job_dir: str, out_dir: str, submission_dir: str, stage: str) -> list[str]:

@@ -21,7 +21,8 @@ import requests
 from docker.errors import APIError
 from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
-from grader.sandbox.base import InfrastructureError, SandboxRequest, SandboxRun, refuse_hidden, share_with_sandbox
+from grader.sandbox.base import (InfrastructureError, SandboxRequest, SandboxRun, gpu_share_env, refuse_hidden,
+                                 share_with_sandbox)
 from grader.sandbox.docker_daemon import Daemon, engine_errors, labels
 
 __all__ = ["BindMount", "HeadTail", "ContainerSettings", "Container", "ISOLATION", "run_once"]
@@ -101,6 +102,7 @@ class ContainerSettings:
                "NUMEXPR_NUM_THREADS": threads, "TORCH_HOME": "/tmp/torch", "MPLCONFIGDIR": "/tmp/matplotlib",
                "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
         env.update({k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ})
+        env.update(gpu_share_env(request))  # K jobs per GPU: the runner caps this stage's share of its memory
         return env
 
     def create_kwargs(self, daemon: Daemon, argv: list[str], request: SandboxRequest, uid: str, *,

@@ -24,8 +24,8 @@ import threading
 from concurrent.futures import Future
 from pathlib import Path
 
-from grader.sandbox.base import (InfrastructureError, SandboxRequest, SandboxRun, refuse_hidden, runner_args,
-                                 says_out_of_memory, share_with_sandbox)
+from grader.sandbox.base import (InfrastructureError, SandboxRequest, SandboxRun, gpu_share_env, refuse_hidden,
+                                 runner_args, says_out_of_memory, share_with_sandbox)
 from grader.sandbox.confine import SUBMISSION_UIDS, visible_package
 from grader.sandbox.forkclient import ForkServerClient, run_stage
 
@@ -162,7 +162,8 @@ class LocalSandbox:
     def _env(self, request: SandboxRequest, scratch: str) -> dict[str, str]:
         # USER/LOGNAME: the stage's uid has no passwd entry, and getpass.getuser() (torch's caches) needs a name
         return {**_base_env(request.threads), "HOME": scratch, "TMPDIR": scratch, "USER": "student",
-                "LOGNAME": "student", "CUDA_VISIBLE_DEVICES": request.gpu if request.gpu is not None else ""}
+                "LOGNAME": "student", "CUDA_VISIBLE_DEVICES": request.gpu if request.gpu is not None else "",
+                **gpu_share_env(request)}
 
     def _spawn(self, payload: dict, request: SandboxRequest) -> SandboxRun:
         done = run_stage(self._server(request.threads), payload, timeout_s=request.timeout_s,
