@@ -27,6 +27,7 @@ from grader.intake import Submission
 from grader.jobcache import installed_version
 from grader.kit import staff_hidden
 from grader.checks.verdict import JudgeContext
+from grader.evalsecret import KEY_FILE, EvalSecretError, installation_secret, secret_fingerprint
 from grader.pipeline import Batch, grade_submission, rejected_result, write_artifacts
 from grader.prepare import prepare_job
 from grader.results import SubmissionResult, write_result
@@ -110,7 +111,8 @@ def grade_fresh(todo: list[Submission], *, rubric: Rubric, executor: Executor,
         # the node's GPUs are the ones its scheduler assigns, not the driver's --gpus
         grade_one = NodeGrader(rubric=rubric, sandbox=replace(sandbox, gpus=()),
                                cache_dir=str(cache_dir) if cache_dir else None,
-                               hidden_on_node=executor.hidden_on_node, jobs_per_gpu=jobs_per_gpu)
+                               hidden_on_node=executor.hidden_on_node, jobs_per_gpu=jobs_per_gpu,
+                               eval_key=_eval_key_fingerprint(rubric, (cache_dir or default_cache_dir()).resolve()))
         return executor.run(todo, grade_one, record, on_begin=on_begin)
     engine = sandbox.make() if isinstance(sandbox, SandboxSpec) else sandbox()
     batch = prepare_batch(rubric, sandbox=engine, scratch=scratch, cache_dir=(cache_dir or default_cache_dir()).resolve(),
@@ -133,12 +135,19 @@ class NodeGrader:
     cache_dir: str | None = None  # the dataset cache on the node (None: the node's default)
     hidden_on_node: Callable[[], tuple[Path, ...]] | None = None
     jobs_per_gpu: int = 1  # K tasks share a GPU (Ray's num_gpus=1/K): each stage capped to 1/K of its memory
+    eval_key: str | None = None  # the driver's evaluation-key fingerprint (embedded data): every node must agree
     grader_version: str = __version__
 
     def __call__(self, sub: Submission, gpu: str | None) -> Graded:
         if self.grader_version != __version__:
             raise InfrastructureError(f"this node runs grader {__version__}, the driver {self.grader_version}; "
                                       "install the same version on every node")
+        cache = (Path(self.cache_dir) if self.cache_dir else default_cache_dir()).resolve()
+        if self.eval_key is not None and _eval_key_fingerprint(self.rubric, cache) != self.eval_key:
+            raise InfrastructureError(
+                f"this node's evaluation key ({cache / KEY_FILE}) differs from the grading machine's, so it would "
+                "grade full training on another evaluation split: copy the grading machine's eval-secret.key "
+                "to that path on every node (or share the cache folder), then rerun")
         return grade_with_gpu(self._batch(gpu), sub, gpu)
 
     def _batch(self, gpu: str | None) -> Batch:
@@ -151,6 +160,17 @@ class NodeGrader:
                                                cache_dir=cache, device=device, hidden=hidden,
                                                jobs_per_gpu=self.jobs_per_gpu)
         return _NODE_BATCHES[key]
+
+
+def _eval_key_fingerprint(rubric: Rubric, cache: Path) -> str | None:
+    """Which evaluation split this machine's embedded dataset draws (a one-way name of its key); None for real
+    VOC data, which every node reads as it is."""
+    if rubric.dataset.kind != "embedded":
+        return None
+    try:
+        return secret_fingerprint(installation_secret(cache))
+    except (OSError, EvalSecretError) as exc:
+        raise InfrastructureError(f"cannot read the evaluation key in {cache}: {exc}") from exc
 
 
 def _alive(pid: int) -> bool:

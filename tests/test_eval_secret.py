@@ -160,3 +160,21 @@ def test_a_train_that_regenerates_the_eval_labels_scores_the_floor(tmp_path: Pat
     assert check.details["miou"] == pytest.approx(check.details["floor"]), check.message
     assert check.score == 0 and check.status == "failed"
     assert {c.id: c.status for c in result.checks}["model_shapes"] == "passed"  # it was really judged
+
+
+def test_a_ray_node_with_another_key_refuses_to_grade(tmp_path: Path, test_rubric) -> None:
+    from grader.grading import NodeGrader
+    from grader.intake import Submission
+    from grader.sandbox.base import InfrastructureError
+    from grader.sandbox.factory import SandboxSpec
+
+    driver, node = tmp_path / "driver", tmp_path / "node"
+    driver.mkdir(), node.mkdir()
+    (driver / KEY_FILE).write_bytes(b"d" * 32), (node / KEY_FILE).write_bytes(b"n" * 32)
+    for folder in (driver, node):
+        (folder / KEY_FILE).chmod(0o600)
+    grade_one = NodeGrader(rubric=test_rubric, sandbox=SandboxSpec(kind="local"), cache_dir=str(node),
+                           eval_key=secret_fingerprint(installation_secret(driver)))
+    sub = Submission(student="s", path=tmp_path, content_hash="0", source="s", notes=())
+    with pytest.raises(InfrastructureError, match="evaluation key"):
+        grade_one(sub, None)
