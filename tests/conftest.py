@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from fixture_submissions import fixture_names, materialize
+from grader.evalsecret import KEY_BYTES, KEY_FILE
 from grader.rubric import Rubric, load_rubric
 
 TEST_RUBRIC = Path(__file__).parent / "rubric_small.yaml"
+TEST_EVAL_KEY = b"seg-autograder: the tests' key.\n"  # 32 bytes; not a secret, a fixed split for the suite
 
 
 @pytest.fixture(scope="session")
@@ -22,8 +24,14 @@ def test_rubric() -> Rubric:
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One dataset cache per test session (never the user's ~/.cache)."""
-    return tmp_path_factory.mktemp("seg-cache")
+    """One dataset cache per test session (never the user's ~/.cache), with a FIXED evaluation key, so every
+    run of the suite grades on the same evaluation split (a grader's key is random, made once per cache)."""
+    cache = tmp_path_factory.mktemp("seg-cache")
+    assert len(TEST_EVAL_KEY) == KEY_BYTES
+    key = cache / KEY_FILE
+    key.write_bytes(TEST_EVAL_KEY)
+    key.chmod(0o600)
+    return cache
 
 
 @pytest.fixture(scope="session")
