@@ -26,14 +26,14 @@ __all__ = ["grade_repeatedly", "main"]
 
 
 def grade_repeatedly(submission: Path, *, rubric_path: Path, sandbox: SandboxSpec, repeats: int,
-                     work: Path) -> list[dict]:
+                     work: Path, cache: Path) -> list[dict]:
     """One row per repetition: total, per-check scores, the full-training mIoU (None without one), seconds.
     Each repetition builds its own engine (a fresh fork server, fresh containers): nothing warm is shared."""
     rubric, rows = load_rubric(rubric_path), []
     for i in range(repeats):
         with Clock() as clock:
             [result] = grade_all([submission], rubric=rubric, sandbox=sandbox,
-                                 options=GradeOptions(out_dir=work / f"out{i}", cache_dir=work / "cache"))
+                                 options=GradeOptions(out_dir=work / f"out{i}", cache_dir=cache))
         mious = [c.details.get("miou") for c in result.checks if "miou" in c.details]
         rows.append({"total": result.score, "checks": {c.id: c.score for c in result.checks},
                      "statuses": {c.id: c.status for c in result.checks}, "miou": mious[0] if mious else None,
@@ -71,7 +71,8 @@ def main() -> None:
             spec = SandboxSpec(kind=kind, image="test" if kind == "docker" else None)
             try:
                 all_rows[kind] = grade_repeatedly(args.submission.resolve(), rubric_path=args.rubric,
-                                                  sandbox=spec, repeats=args.repeats, work=Path(tmp) / kind)
+                                                  sandbox=spec, repeats=args.repeats, work=Path(tmp) / kind,
+                                                  cache=Path(tmp) / "cache")  # one evaluation key for all
             except (InfrastructureError, ImportError) as exc:  # no Docker Engine here: say so, measure the rest
                 print(f"  not available: {str(exc).splitlines()[0][:200]}")
     for kind, rows in all_rows.items():
