@@ -1,4 +1,5 @@
-"""The grader as a library: keyword-only ``grade``, ``check``, ``selftest``, ``handout``, ``report``, ``gradescope``.
+"""The grader as a library: keyword-only ``grade``, ``check``, ``selftest``, ``calibrate``, ``handout``, ``report``,
+``gradescope``.
 
 The CLI (``grader.cli``) only parses arguments, calls these and prints; every default lives in these
 signatures. Each call returns what happened (results, pass/fail and why) and decides nothing about exit
@@ -17,6 +18,7 @@ from typing import Protocol, Sequence
 
 from grader import report as pages_package
 from grader.batch import GradeOptions, grade_all
+from grader.calibrate import Calibration, plan_calibration, summarise
 from grader.export import write_grades_csv
 from grader.gradescope import GRADESCOPE_ROOT, run_gradescope
 from grader.handout import build_kit, public_rubric
@@ -27,8 +29,8 @@ from grader.sandbox.factory import SandboxSpec
 from grader.similarity import Outcome as SimilarityOutcome
 from grader.similarity import similarity as compare_class
 
-__all__ = ["REPO", "DEFAULT_RUBRIC", "Progress", "SelftestResult", "check", "grade", "gradescope", "handout",
-           "public_rubric", "report", "selftest", "similarity"]
+__all__ = ["REPO", "DEFAULT_RUBRIC", "Progress", "SelftestResult", "calibrate", "check", "grade", "gradescope",
+           "handout", "public_rubric", "report", "selftest", "similarity"]
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RUBRIC = default_rubric(REPO / "rubric.yaml")  # a student kit: its public rubric (grader.kit)
@@ -125,6 +127,23 @@ def selftest(*, rubric: Rubric | str | Path = DEFAULT_RUBRIC, out_dir: str | Pat
         problems.append("student_template: " + "; ".join(f"{c.id} {c.status}" for c in tpl.checks
                                                           if c.status != "failed" or c.score))
     return SelftestResult(reference=ref, template=tpl, problems=tuple(problems), out_dir=out)
+
+
+def calibrate(*, rubric: Rubric | str | Path = DEFAULT_RUBRIC, seeds: int = 3, designs: Sequence[str] = (),
+              margin: float = 0.05, out_dir: str | Path | None = None, sandbox: str = "local", image: str | None = None,
+              jobs: int = 1, gpus: Sequence[str] = (), jobs_per_gpu: int = 1, cache_dir: str | Path | None = None,
+              progress: Progress | None = None) -> Calibration:
+    """Staff: train the reference (and ``designs`` of examples/submissions) at ``seeds`` seeds of the rubric's
+    full-training check, with its budget, on this machine's device (``gpus``), through the real grader (same
+    sandbox and judge), into ``out_dir`` (default a new temp folder). Returns each run's mIoU, the floor and a
+    suggested bar ``margin`` below the lowest honest run (``grader.calibrate``); ``jobs`` 1 (default) keeps
+    the measured train times one job's. A ``CalibrationError`` says why it cannot plan the runs."""
+    planned = plan_calibration(_load(rubric), seeds=seeds, designs=designs, repo=REPO)
+    out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="seg-calibrate-"))
+    results = grade(list(planned.paths.values()), rubric=planned.rubric, out_dir=out, sandbox=sandbox, image=image,
+                    jobs=jobs, gpus=gpus, jobs_per_gpu=jobs_per_gpu, regrade=True, cache_dir=cache_dir,
+                    progress=progress, render=False)
+    return summarise(planned, results, margin=margin, out_dir=out)
 
 
 def handout(out_dir: str | Path, *, rubric: Rubric | str | Path = DEFAULT_RUBRIC) -> Path:

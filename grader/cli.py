@@ -5,6 +5,7 @@
                  [--engine local|ray [--address HOST:PORT]]
     grader check [PATH]          # a student's self-check: public checks only, readable output
     grader selftest              # reference/ must get full marks, student_template/ zero
+    grader calibrate [--seeds K] [--designs ada,ben]   # staff: mIoU over seeds on this device, a suggested bar
     grader handout --out KIT     # staff: the student kit (public checks, no solution; `pip install KIT`)
     grader report DIR            # re-render the HTML and exports from DIR/*/result.json
     grader similarity DIR [--from PATH...]   # staff: similar pairs of DIR's graded submissions (copydetect)
@@ -19,6 +20,7 @@ import sys
 from pathlib import Path
 
 from grader import api
+from grader.calibrate import CalibrationError, format_calibration
 from grader.handout import KitError
 from grader.progress import Progress
 from grader.results import SubmissionResult
@@ -53,7 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--out", type=Path, help="keep the result and report here (default: a temp folder)")
     selftest = sub.add_parser("selftest", help="grade reference/ (full marks) and student_template/ (zero)")
     selftest.add_argument("--out", type=Path)
-    for p in (grade, check, selftest):
+    calibrate = sub.add_parser("calibrate", help="staff: train the reference (and example designs) over seeds "
+                                                 "on this device; print the mIoU, the floor and a suggested bar")
+    calibrate.add_argument("--seeds", type=_positive, default=3, metavar="K", help="seeds per design (default 3)")
+    calibrate.add_argument("--designs", default="", help="example designs too, e.g. ada,ben (examples/submissions)")
+    calibrate.add_argument("--margin", type=float, default=0.05,
+                           help="the suggested bar's distance below the lowest honest run (default 0.05)")
+    calibrate.add_argument("--out", type=Path, help="keep the graded runs here (default: a temp folder)")
+    for p in (grade, check, selftest, calibrate):
         p.add_argument("--rubric", type=Path, default=api.DEFAULT_RUBRIC, help="rubric YAML (default: %(default)s)")
         p.add_argument("--sandbox", choices=("local", "docker"), default="local",
                        help="local: confined forks of a warm fork server (default); docker: a hardened container per submission")
@@ -145,6 +154,23 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     return 0 if outcome.passed else 3 if outcome.infrastructure_fault else 1
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    designs = tuple(d.strip() for d in args.designs.split(",") if d.strip())
+    try:
+        with Progress(enabled=not args.quiet) as progress:
+            outcome = api.calibrate(seeds=args.seeds, designs=designs, margin=args.margin, out_dir=args.out,
+                                    jobs=args.jobs, progress=progress, **_engine(args))
+    except CalibrationError as exc:
+        print(f"grader calibrate: {exc}", file=sys.stderr)
+        return 2
+    print(format_calibration(outcome))
+    infra = sorted({r.design for r in outcome.runs if r.status == "infrastructure_error"})
+    if infra:
+        print(f"NOT measured because of an infrastructure fault (rerun): {', '.join(infra)}", file=sys.stderr)
+        return 3
+    return 0
+
+
 def cmd_handout(args: argparse.Namespace) -> int:
     try:
         kit = api.handout(args.out, rubric=args.rubric)
@@ -177,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Rendered {args.dir}/index.html and the per-student reports.")
         return 0
     try:
-        return {"grade": cmd_grade, "check": cmd_check, "selftest": cmd_selftest, "handout": cmd_handout,
-                "similarity": cmd_similarity}[args.command](args)
+        return {"grade": cmd_grade, "check": cmd_check, "selftest": cmd_selftest, "calibrate": cmd_calibrate,
+                "handout": cmd_handout, "similarity": cmd_similarity}[args.command](args)
     except RubricError as exc:
         print(f"grader: invalid rubric {args.rubric}: {exc}", file=sys.stderr)
         return 2

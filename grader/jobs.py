@@ -1,7 +1,7 @@
 """The job folder: every input the sandbox may see, written ONCE per batch and shared read-only.
 
 What goes in: job.json (each stage's config: the unit cases, and per net check its seed, epochs and array
-files), the unit cases' arrays, and what each check kind's ``inputs`` writes (the overfit example — a
+files; a check whose kind has a ``retry`` also gets stage ``<id>.retry``'s config), the unit cases' arrays, and what each check kind's ``inputs`` writes (the overfit example — a
 TRAINING image and its mask —, the training split, the evaluation IMAGES). What stays on the host, in the
 returned ``JobPlan``: per check id the arrays only the host may see (evaluation labels ...), and the unit
 cases with their metadata for feedback.
@@ -80,6 +80,10 @@ def build_job(rubric: Rubric, *, job_dir: Path, cache_dir: Path | None = None, d
             stages.setdefault("unit", {"checks": []})["checks"].append(config)
         else:
             stages[stage] = config
+            retry = KINDS[check.kind].retry
+            again = retry.config(check, config) if retry is not None else None
+            if again is not None:  # its second chance: run only when the first verdict asks (grader.pipeline)
+                stages[KINDS[check.kind].retry_stage(check)] = again
     config = {"schema": JOB_SCHEMA, "threads": rubric.threads, "device": device, "stages": stages}
     (job_dir / "job.json").write_text(json.dumps(config, indent=1))
     return JobPlan(job_dir=job_dir, cases=unit_cases(rubric), host={k: v for k, v in host.items() if v},

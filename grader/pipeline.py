@@ -2,7 +2,8 @@
 
 ``Batch`` holds what is computed once per batch (job folder, expected outputs); ``grade_submission`` runs
 one student's stages in order, skipping a stage whose checks cannot run (missing function, a required
-check failed), and turns every failure into data.
+check failed), runs a check's second-chance stage only when its kind asks (``_second_chance``), and turns
+every failure into data.
 """
 from __future__ import annotations
 
@@ -46,9 +47,10 @@ class Batch:
     provenance: dict = field(default_factory=dict)
 
 
-def _run_stage(batch: Batch, sub: Submission, stage: str, run_dir: Path) -> StageResult:
+def _run_stage(batch: Batch, sub: Submission, stage: str, run_dir: Path, *, budget_of: str | None = None) -> StageResult:
+    """Run ``stage`` under the budget of stage ``budget_of`` (default: its own; a retry runs under its check's)."""
     out = run_dir / stage
-    budget = batch.rubric.budget(stage)
+    budget = batch.rubric.budget(budget_of or stage)
     request = SandboxRequest(submission_dir=sub.path, job_dir=batch.ctx.plan.job_dir, out_dir=out, stage=stage,
                              timeout_s=budget.timeout_s, memory_mb=budget.memory_mb, threads=batch.rubric.threads,
                              gpu=batch.gpu, hidden_paths=batch.hidden_paths,
@@ -121,7 +123,8 @@ def grade_submission(batch: Batch, sub: Submission) -> tuple[SubmissionResult, d
             if stage not in stages:
                 stages[stage] = _run_stage(batch, sub, stage, run_dir)
                 durations[stage] = round(stages[stage].run.duration_s, 3)
-            judged = judge_behind_barrier(check, stages[stage], batch.ctx)
+            judged = _second_chance(batch, sub, check, judge_behind_barrier(check, stages[stage], batch.ctx),
+                                    stages, durations, run_dir)
             results[check.id] = judged.result
             artifacts.update(judged.artifacts)
         message = f"Nothing was graded: {import_skip}. Run `python segmentation.py` locally to see why." \
@@ -145,6 +148,27 @@ def judge_behind_barrier(check: CheckSpec, stage: StageResult, ctx: JudgeContext
         return Judged(result(check, "error", 0.0, f"The {stage.stage} stage's output could not be judged: "
                              f"{type(exc).__name__}: {oneline(exc)}. Check what your function returns "
                              "(type, shape, dtype) against the template's docstring."))
+
+
+def _second_chance(batch: Batch, sub: Submission, check: CheckSpec, first: Judged, stages: dict,
+                   durations: dict, run_dir: Path) -> Judged:
+    """The kind's retry (``grader.checks.base.Retry``): its stage ``<id>.retry`` is run, once, only when the
+    first verdict asks for it (else nothing is started), judged like the first, and the kind says which
+    verdict counts. A fault of the trusted hooks on odd outputs leaves the first verdict (the barrier)."""
+    kind = KINDS[check.kind]
+    try:
+        if kind.retry is None or not kind.retry.wanted(check, first):
+            return first
+    except Exception:  # noqa: BLE001 - the fault barrier: a verdict the hook cannot read gets no second run
+        return first
+    name = kind.retry_stage(check)
+    stages[name] = _run_stage(batch, sub, name, run_dir, budget_of=stage_of(check))
+    durations[name] = round(stages[name].run.duration_s, 3)
+    second = judge_behind_barrier(check, stages[name], batch.ctx)
+    try:
+        return kind.retry.combine(check, first, second)
+    except Exception:  # noqa: BLE001 - the fault barrier: the first verdict stands
+        return first
 
 
 def _skip_reason(check: CheckSpec, present: set[str], import_skip: str, results: dict[str, CheckResult],

@@ -1,9 +1,10 @@
 """The full-training band is fair: honest designs other than the reference reach the bar, and the floor is
 the mIoU of predicting background everywhere on the evaluation images.
 
-A cheap version of bench/band.py on the test rubric: the two honest example designs (ada: a plain U-Net
-with GroupNorm and Adam; ben: an FCN with BatchNorm and SGD + momentum) are graded by the real grader
-(local sandbox) with only the model_shapes and full_training checks of tests/rubric_small.yaml.
+A cheap version of `grader calibrate` (grader/calibrate.py) on the test rubric: the two honest example designs
+(ada: a plain U-Net with GroupNorm and Adam; ben: an FCN with BatchNorm and SGD + momentum) are graded by the
+real grader (local sandbox) with the calibration rubric of tests/rubric_small.yaml at its training seed (its
+model_shapes check and the full_training check, floor computed, no retry).
 """
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
+from grader.calibrate import CalibrationPlan, plan_calibration
 from grader.dataset import embedded_voc_root, load_split
 from grader.evalsecret import KEY_FILE
 from grader.results import SubmissionResult
@@ -26,14 +27,9 @@ SMALL_RUBRIC = Path(__file__).parent / "rubric_small.yaml"
 HONEST = ("ada", "ben")
 
 
-def _band_rubric(tmp: Path) -> Rubric:
-    """tests/rubric_small.yaml reduced to model_shapes + full_training (the same settings otherwise)."""
-    data = yaml.safe_load(SMALL_RUBRIC.read_text())
-    data["checks"] = [c for c in data["checks"] if c["kind"] in ("model_shapes", "full_training")]
-    data["budgets"] = {k: v for k, v in data["budgets"].items() if k in ("import", "model", "train")}
-    path = tmp / "band.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return load_rubric(path)
+def _band_plan() -> CalibrationPlan:
+    """tests/rubric_small.yaml as `grader calibrate --seeds 1` grades it (the same settings otherwise)."""
+    return plan_calibration(load_rubric(SMALL_RUBRIC), seeds=1, designs=HONEST, repo=REPO)
 
 
 @pytest.fixture(scope="module")
@@ -42,16 +38,17 @@ def band(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> tuple[Rub
     from grader.batch import GradeOptions, grade_all
     from grader.sandbox.local import LocalSandbox
 
-    tmp = tmp_path_factory.mktemp("band")
-    rubric = _band_rubric(tmp)
-    paths = [REPO / "examples" / "submissions" / name for name in HONEST]
-    results = grade_all(paths, rubric=rubric, sandbox=LocalSandbox(),
-                        options=GradeOptions(out_dir=tmp / "out", jobs=2, cache_dir=cache_dir))
-    return rubric, {r.student: r for r in results}
+    plan = _band_plan()
+    assert [c.kind for c in plan.rubric.checks] == ["model_shapes", "full_training"]
+    results = grade_all([plan.paths[name] for name in HONEST], rubric=plan.rubric, sandbox=LocalSandbox(),
+                        options=GradeOptions(out_dir=tmp_path_factory.mktemp("band") / "out", jobs=2,
+                                             cache_dir=cache_dir))
+    return plan.rubric, {r.student: r for r in results}
 
 
 def _training(result: SubmissionResult):  # noqa: ANN202 - a CheckResult
-    return next(c for c in result.checks if c.id == "full_training")
+    [cid] = _band_plan().seeds  # the one calibration run: full_training_run0, at the rubric's seed
+    return next(c for c in result.checks if c.id == cid)
 
 
 def _all_background_miou(labels: np.ndarray, num_classes: int) -> float:
@@ -69,8 +66,8 @@ def _all_background_miou(labels: np.ndarray, num_classes: int) -> float:
 @pytest.mark.parametrize("student", HONEST)
 def test_honest_design_reaches_the_bar(band, student: str) -> None:
     rubric, results = band
-    spec = rubric.check("full_training")
     check = _training(results[student])
+    spec = rubric.check(check.id)
     assert results[student].status == "graded", results[student].message
     assert check.details["miou"] >= spec.bar, f"{student}: {check.message}"
     assert check.status == "passed" and check.score == spec.points, check.message
@@ -92,4 +89,4 @@ def test_floor_is_the_all_background_miou_of_the_eval_labels(band, student: str,
     expected = _all_background_miou(labels, rubric.num_classes)
     details = _training(results[student]).details
     assert details["floor"] == pytest.approx(expected, abs=1e-12)
-    assert details["floor"] < details["bar"] == rubric.check("full_training").bar
+    assert details["floor"] < details["bar"] == load_rubric(SMALL_RUBRIC).check("full_training").bar

@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-__all__ = ["RubricError", "CheckSpec", "CheckKind", "StageBudget", "Visibility", "STAGE_BUDGETS"]
+__all__ = ["RubricError", "CheckSpec", "CheckKind", "Retry", "StageBudget", "Visibility", "STAGE_BUDGETS",
+           "RETRY_SUFFIX"]
 
 Visibility = Literal["visible", "hidden", "after_due_date"]
 STAGE_BUDGETS = ("import", "unit", "model", "overfit", "train")  # the rubric's `budgets:` keys
+RETRY_SUFFIX = ".retry"  # a check's second-chance stage: "<id>.retry" (a check id holds no '.': grader.rubric)
 
 
 class RubricError(ValueError):
@@ -37,6 +39,23 @@ class CheckSpec:
 
 
 @dataclass(frozen=True)
+class Retry:
+    """A kind's second chance: its check's stage run ONCE more, as stage ``<id>.retry`` with a config of its
+    own, only when the first verdict asks for it (no cost otherwise: the stage is never started).
+
+    - ``config(spec, first_config) -> dict | None``: in the preparation process: the retry stage's config
+      (e.g. the first one with a derived seed), or None when the rubric turns the retry off.
+    - ``wanted(spec, first: Judged) -> bool``: on the host: does this verdict get the retry?
+    - ``combine(spec, first: Judged, second: Judged) -> Judged``: the verdict that counts, saying why; a
+      second run that timed out or crashed must leave the first verdict standing.
+    """
+
+    config: Callable[[Any, dict], dict | None]
+    wanted: Callable[[Any, Any], bool]
+    combine: Callable[[Any, Any, Any], Any]
+
+
+@dataclass(frozen=True)
 class CheckKind:
     """One kind of check, whole: what a newcomer reads to know what the kind does and where.
 
@@ -55,6 +74,7 @@ class CheckKind:
       stage's outputs.
     - ``hint``: one sentence shown with a failure.
     - ``cases(spec)`` (unit kinds only): the check's seeded cases, rebuilt on the host for the feedback.
+    - ``retry`` (optional, own-stage kinds): a second run near a decision boundary (``Retry``).
     """
 
     name: str
@@ -67,7 +87,12 @@ class CheckKind:
     hint: str = ""
     validate: Callable[[Any, str], None] = lambda spec, where: None
     cases: Callable[[Any], list] | None = None  # unit kinds: spec -> its seeded cases (host and preparation)
+    retry: Retry | None = None  # a second chance (grader.pipeline runs it only when ``retry.wanted``)
 
     def stage(self, spec: CheckSpec) -> str:
         """The sandbox stage that runs ``spec``: ``unit`` (shared) or the check's own id."""
         return "unit" if self.budget == "unit" else spec.id
+
+    def retry_stage(self, spec: CheckSpec) -> str:
+        """The stage of ``spec``'s second run (``retry``): never the name of another check's stage."""
+        return self.stage(spec) + RETRY_SUFFIX
