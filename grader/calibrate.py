@@ -28,7 +28,8 @@ from grader.rubric import Rubric, rubric_yaml
 __all__ = ["CalibrationError", "CalibrationPlan", "CalibrationRun", "Calibration", "design_paths",
            "plan_calibration", "propose_bar", "summarise", "format_calibration"]
 
-STEP = 0.05  # a suggested bar is rounded DOWN to this: a round number, never above what a run reached
+STEP = 0.01  # a suggested bar is rounded DOWN to this: a round number, never above what a run reached (0.05
+# was too coarse: tests/rubric_small.yaml's lowest honest run 0.192 - 0.05 rounded to 0.10 fell on its floor 0.103)
 
 
 class CalibrationError(ValueError):
@@ -142,7 +143,7 @@ def propose_bar(runs: Sequence[CalibrationRun], *, floor: float | None, margin: 
     if not runs:
         return None
     lowest = min(r.miou if r.miou is not None else 0.0 for r in runs)
-    bar = round(math.floor((lowest - margin) / step + 1e-9) * step, 4)  # 1e-9: 0.55 / 0.05 is 10.999...
+    bar = round(math.floor((lowest - margin) / step + 1e-9) * step, 4)  # 1e-9: (0.55 - 0.05) / 0.05 is 9.999...
     return bar if bar > (floor if floor is not None else 0.0) else None
 
 

@@ -16,8 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from grader import api
-from grader.calibrate import (CalibrationError, CalibrationRun, design_paths, format_calibration, plan_calibration,
-                              propose_bar)
+from grader.calibrate import (STEP, CalibrationError, CalibrationRun, design_paths, format_calibration,
+                              plan_calibration, propose_bar)
 from grader.checks import KINDS
 from grader.checks.full_training import RETRY_SEED_OFFSET, band_score, better_of_two, retry_seed, wants_retry
 from grader.checks.verdict import Judged, result
@@ -38,8 +38,10 @@ def _runs(*mious: float | None) -> list[CalibrationRun]:
 def test_the_bar_is_the_lowest_honest_run_minus_the_margin_rounded_down() -> None:
     # bench/README's dev figures: reference 0.893-0.921, ada 0.654-0.725, ben 0.876-0.886
     assert propose_bar(_runs(0.893, 0.921, 0.654, 0.725, 0.876), floor=0.1094, margin=0.05) == 0.6
-    assert propose_bar(_runs(0.55), floor=0.1, margin=0.05) == 0.5  # 0.5 / 0.05 is 9.999...: still 0.5
-    assert propose_bar(_runs(0.6399), floor=0.1, margin=0.0, step=0.01) == 0.63
+    assert propose_bar(_runs(0.55), floor=0.1, margin=0.05, step=0.05) == 0.5  # 0.5 / 0.05 is 9.999...: still 0.5
+    assert propose_bar(_runs(0.6399), floor=0.1, margin=0.0) == 0.63  # rounded down to 0.01 by default
+    # tests/rubric_small.yaml as measured (ada's worst seed 0.1923, floor 0.1027): 0.14, below its bar 0.15
+    assert propose_bar(_runs(0.3637, 0.4151, 0.2613, 0.1923), floor=0.1027, margin=0.05) == 0.14
 
 
 def test_no_bar_when_it_would_not_lie_above_the_floor() -> None:
@@ -55,9 +57,9 @@ def test_a_suggested_bar_is_missed_by_no_honest_run_and_lies_above_the_floor(mio
     bar = propose_bar(_runs(*mious), floor=floor, margin=margin)
     if bar is not None:
         assert floor < bar <= min(mious) - margin + 1e-9
-        assert abs(bar / 0.05 - round(bar / 0.05)) < 1e-6  # a multiple of the step
+        assert abs(bar / STEP - round(bar / STEP)) < 1e-6  # a multiple of the step
     else:
-        assert min(mious) - margin < floor + 0.05 + 1e-9  # there was no room for a step above the floor
+        assert min(mious) - margin < floor + STEP + 1e-9  # there was no room for a step above the floor
 
 
 # ---- the plan: the real rubric's check, once per seed -----------------------------------------------------
