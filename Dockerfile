@@ -4,6 +4,7 @@
 #
 #   build:          docker build -t seg-autograder:latest .
 #   another base:   docker build --build-arg BASE=pytorch/pytorch:2.4.1-cuda12.4-cudnn9-runtime -t seg-autograder:latest .
+#   no registry:    bash .ci/build-image.sh  (a debootstrapped Debian base; torch from the package index)
 #   use:            grader grade ... --sandbox docker   (one container per submission: its PID 1 is
 #                   `python -m grader.sandbox.forkserver`, which forks `grader.runner` for each stage)
 #
@@ -13,6 +14,11 @@
 ARG BASE=pytorch/pytorch:2.4.1-cuda12.1-cudnn9-runtime
 FROM ${BASE}
 ARG BASE
+# A base without torch (a plain Debian made by .ci/build-image.sh) gets a virtual environment with these,
+# from the package index the build sees (PIP_INDEX_URL / PIP_EXTRA_INDEX_URL build args, else PyPI).
+ARG TORCH_SPEC="torch torchvision"
+ARG PIP_INDEX_URL=https://pypi.org/simple
+ARG PIP_EXTRA_INDEX_URL=
 
 LABEL org.opencontainers.image.title="seg-autograder" \
       org.opencontainers.image.description="Sandbox image for the semantic segmentation autograder" \
@@ -22,15 +28,22 @@ LABEL org.opencontainers.image.title="seg-autograder" \
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH
 
+RUN if python -c "import torch" 2>/dev/null; then echo "torch from the base: $BASE"; \
+    else python3 -m venv /opt/venv && /opt/venv/bin/pip install ${TORCH_SPEC}; fi
+
+# The project's dependencies in a layer of their own (kept while only grader/ changes), then the package
+# itself without them; the exact versions that resulted are recorded for every result's provenance.
 WORKDIR /opt/grader
 COPY pyproject.toml README.md ./
+RUN python -c "import tomllib; print(chr(10).join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+      > /tmp/requirements.txt \
+ && python -m pip install -r /tmp/requirements.txt && rm /tmp/requirements.txt
 COPY grader/ ./grader/
-
-# Installing the project installs its pinned-by-range dependencies on top of the base's torch; the exact
-# versions that resulted are recorded for every result's provenance.
-RUN python -m pip install --no-cache-dir . \
+RUN python -m pip install --no-deps . \
  && python -m pip freeze > /opt/grader/versions.txt \
  && python -c "import sys, torch; print('python', sys.version.split()[0]); print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version())" >> /opt/grader/versions.txt \
  && test ! -e /opt/grader/reference \

@@ -11,13 +11,26 @@ from grader.rubric import Rubric
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
+# "test": the tiny test image (the host's Python mounted read-only); the production image built by
+# .ci/build-image.sh (a debootstrapped Debian, torch from the package index, the real Dockerfile) when
+# SEG_PRODUCTION_IMAGE names it, as README command 2 and .ci/run do.
+IMAGES = ["test", pytest.param(os.environ.get("SEG_PRODUCTION_IMAGE"), id="production", marks=pytest.mark.skipif(
+    not os.environ.get("SEG_PRODUCTION_IMAGE"), reason="SEG_PRODUCTION_IMAGE not set (bash .ci/build-image.sh)"))]
+
+
+@pytest.fixture(scope="module", params=IMAGES)
+def docker_image(request: pytest.FixtureRequest) -> str:
+    """The --image the grader is given ("test" or the production image's name)."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def docker_sandbox():  # noqa: ANN201 - a DockerSandbox
+def docker_sandbox(docker_image: str):  # noqa: ANN201 - a DockerSandbox
     from grader.sandbox.base import InfrastructureError
     from grader.sandbox.docker import docker_sandbox_for_cli
 
     try:
-        return docker_sandbox_for_cli(image="test")
+        return docker_sandbox_for_cli(image=docker_image)
     except InfrastructureError as exc:
         if os.environ.get("SEG_REQUIRE_DOCKER") == "1":
             raise
@@ -60,8 +73,8 @@ def test_no_container_is_left_after_the_batch(docker_batch) -> None:
 
 
 @pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
-def test_interrupting_the_grader_mid_batch_leaves_no_container(tmp_path: Path, docker_sandbox, cache_dir: Path,
-                                                               signum: str) -> None:
+def test_interrupting_the_grader_mid_batch_leaves_no_container(tmp_path: Path, docker_sandbox, docker_image: str,
+                                                               cache_dir: Path, signum: str) -> None:
     """Ctrl-C, or SIGTERM from a scheduler: the batch aborts the engine (spares included) and exits 130."""
     import signal
     import subprocess
@@ -80,7 +93,8 @@ def test_interrupting_the_grader_mid_batch_leaves_no_container(tmp_path: Path, d
     client = docker.from_env()
     grader = subprocess.Popen([sys.executable, "-m", "grader", "grade", str(tmp_path / "class"), "--out",
                                str(tmp_path / "out"), "--rubric", str(rubric), "--sandbox", "docker", "--image",
-                               "test", "-q", "--cache-dir", str(cache_dir)], stderr=subprocess.PIPE, text=True)
+                               docker_image, "-q", "--cache-dir", str(cache_dir)], stderr=subprocess.PIPE,
+                              text=True)
     deadline = time.monotonic() + 180
     while not client.containers.list(filters={"label": LABEL}) and time.monotonic() < deadline:
         time.sleep(0.5)
