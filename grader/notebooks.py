@@ -8,18 +8,24 @@ missing file, even a syntax error) is recorded and skipped, not fatal: the funct
 are graded. The cells stay real code in real files, so tracebacks name the cell and line, and staff's
 similarity comparison reads them as code. The prelude runs inside the sandbox like any student code; what it
 records (``__grader_notebook__``, read by the runner's import stage) reaches the student as a warning and is
-never scored (``failed_cells_message`` reads it as untrusted data).
+never scored (``failed_cells_message`` reads it as untrusted data). Notebooks are read with nbformat
+(v3 worksheets and v4 cells); any reading error is "not a valid notebook" for that student alone.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import logging
 import tokenize
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from grader.archives import UnpackError
+from grader.heavy import LazyModule
 
+nbformat = LazyModule("nbformat")  # the maintained reader (v3 and v4), loaded when a notebook is read
 __all__ = ["CELLS_DIR", "PYTHON_CELL_MAGICS", "RECORD", "failed_cells_message", "notebook_to_files",
            "write_notebook_files"]
 
@@ -76,27 +82,35 @@ def _cell_script(source: str) -> tuple[str, list[str]]:
     return "\n".join(out), ([head] if head.startswith("%%") else []) + hits
 
 
-def _list(value: object) -> list:
-    return value if isinstance(value, list) else []
+def _code_cells(text: str) -> list[str]:
+    """The code cells' sources, read by nbformat (v3 worksheets and v4 cells, converted to v4). nbformat reads
+    a JSON without a version as an ancient format and drops what it cannot convert, so the version is checked
+    first: a student's code is never silently lost."""
+    version = json.loads(text).get("nbformat") if text.lstrip().startswith("{") else None
+    if version not in (3, 4) or isinstance(version, bool):
+        raise UnpackError(f"its nbformat version is {version!r}, not 3 or 4 (save it again from Jupyter)")
+    with warnings.catch_warnings(), _quiet(nbformat_logger()):  # a schema complaint is not the student's problem
+        warnings.simplefilter("ignore")
+        nb = nbformat.reads(text, as_version=4)
+    cells = [cell for cell in nb.get("cells", []) if isinstance(cell, dict) and cell.get("cell_type") == "code"]
+    sources = [cell.get("source", "") for cell in cells]
+    if not all(isinstance(src, str) for src in sources):
+        raise UnpackError("a code cell's source is neither text nor a list of lines")
+    return sources
 
 
-def _source(src: object) -> str:
-    """A cell's source: a string, or a list of strings (nbformat); anything else is not a notebook."""
-    if isinstance(src, str):
-        return src
-    if isinstance(src, list) and all(isinstance(line, str) for line in src):
-        return "".join(src)
-    raise UnpackError("a code cell's source is neither text nor a list of lines")
+def nbformat_logger() -> logging.Logger:
+    return logging.getLogger("traitlets")  # where nbformat reports a notebook that fails its schema
 
 
-def _code_cells(nb: object) -> list[str]:
-    if not isinstance(nb, dict):
-        raise UnpackError("it is not a JSON object")
-    cells = nb.get("cells")
-    if cells is None:  # nbformat 3 kept cells in worksheets, with 'input' for the source
-        cells = [c for ws in _list(nb.get("worksheets")) if isinstance(ws, dict) for c in _list(ws.get("cells"))]
-    return [_source(cell.get("source", cell.get("input", ""))) for cell in _list(cells)
-            if isinstance(cell, dict) and cell.get("cell_type") == "code"]
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger) -> Iterator[None]:
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 # The prelude: trusted text written by the grader, run inside the sandbox as the submission's module. Cells
@@ -141,11 +155,14 @@ def notebook_to_files(raw: bytes, *, name: str) -> tuple[dict[str, str], list[st
     """The files a notebook becomes (relative path -> text: ``segmentation.py``, the prelude, and one file
     per code cell), and notes on what was changed."""
     try:
-        cells = _code_cells(json.loads(raw.decode("utf-8")))
+        cells = _code_cells(raw.decode("utf-8"))
     except RecursionError:  # json recurses per level: '[[[[...' is not a notebook
         raise UnpackError(f"{name} is not a valid Jupyter notebook (nested too deeply)") from None
-    except (UnicodeDecodeError, json.JSONDecodeError, UnpackError) as exc:
+    except UnpackError as exc:
         raise UnpackError(f"{name} is not a valid Jupyter notebook ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - nbformat's errors on hostile JSON are many kinds: all mean "not a notebook"
+        raise UnpackError(f"{name} is not a valid Jupyter notebook ({type(exc).__name__}: "
+                          f"{(str(exc).splitlines() or [''])[0][:200]})") from None
     if not cells:
         raise UnpackError(f"{name} has no code cells")
     files: dict[str, str] = {}

@@ -105,3 +105,19 @@ def test_a_notebook_with_a_failing_cell_scores_as_its_py(tmp_path: Path, test_ru
 def test_magics_never_fail_a_cell(tmp_path: Path, magic: str) -> None:
     ns = _run_prelude(tmp_path, _notebook(f"{magic}\nA = 1\n"))
     assert ns["A"] == 1 and ns[RECORD]["failed_cells"] == []
+
+
+def test_nbformat_reads_version_3_and_4_alike() -> None:
+    from grader.notebooks import notebook_to_files
+
+    v3 = {"nbformat": 3, "nbformat_minor": 0, "metadata": {}, "worksheets": [{"cells": [
+        {"cell_type": "markdown", "source": ["# text"]},
+        {"cell_type": "code", "language": "python", "input": ["def f():\n", "    return 1\n"], "outputs": []}]}]}
+    v4 = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [
+        {"cell_type": "markdown", "id": "a", "metadata": {}, "source": "# text"},
+        {"cell_type": "code", "id": "b", "metadata": {}, "execution_count": None, "outputs": [],
+         "source": ["def f():\n", "    return 1\n"]}]}
+    files3, _ = notebook_to_files(json.dumps(v3).encode(), name="v3.ipynb")
+    files4, _ = notebook_to_files(json.dumps(v4).encode(), name="v4.ipynb")
+    cell = "notebook_cells/cell_01.py"
+    assert "def f():\n    return 1" in files3[cell] and files3[cell].split("\n", 1)[1] == files4[cell].split("\n", 1)[1]
