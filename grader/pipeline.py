@@ -105,6 +105,7 @@ def _import_verdict(stage: StageResult) -> tuple[str | None, set[str], str]:
 def grade_submission(batch: Batch, sub: Submission) -> tuple[SubmissionResult, dict]:
     """Grade one submission. Returns the result and the artefacts (npz name -> arrays) for the report."""
     rubric, durations, stages, artifacts = batch.rubric, {}, {}, {}
+    results: dict[str, CheckResult] = {}
     run_dir = Path(tempfile.mkdtemp(prefix=f"{sub.student[:40]}-", dir=batch.scratch))
     try:
         stages["import"] = _run_stage(batch, sub, "import", run_dir)
@@ -113,7 +114,6 @@ def grade_submission(batch: Batch, sub: Submission) -> tuple[SubmissionResult, d
         if ungradable:
             return _finish(batch, sub, [skipped(c, "the submission does not compile") for c in rubric.checks],
                            durations, stages, status="ungradable", message=ungradable), {}
-        results: dict[str, CheckResult] = {}
         for check in rubric.checks:
             why = _skip_reason(check, present, import_skip, results, rubric)
             if why:  # the student's own failure (missing name, failed prerequisite) fails the check
@@ -130,6 +130,14 @@ def grade_submission(batch: Batch, sub: Submission) -> tuple[SubmissionResult, d
         message = f"Nothing was graded: {import_skip}. Run `python segmentation.py` locally to see why." \
             if import_skip else failed_cells_message(stages["import"].outputs.record("names"))
         return _finish(batch, sub, list(results.values()), durations, stages, message=message), artifacts
+    except InfrastructureError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the fault barrier around the whole submission, past the judges'
+        why = f"{type(exc).__name__}: {oneline(exc)}"
+        checks = [results.get(c.id) or result(c, "error", 0.0, f"Not judged: the grader could not process this "
+                                                 f"submission's outputs ({why}).") for c in rubric.checks]
+        return _finish(batch, sub, checks, durations, stages, message=f"Partly graded: {why}. The checks judged "
+                       "before it keep their scores."), {}
     finally:
         batch.sandbox.end_submission(sub.path)
         remove_tree(run_dir, ignore_errors=True)

@@ -192,3 +192,23 @@ def test_an_empty_or_odd_error_message_is_still_a_sentence(every_kind: tuple, tm
                      output_truncated=False, isolation="")
     judged = kind_of(spec).judge(spec, StageResult("unit", run, read_stage(tmp_path, "unit"), StageBudget()), ctx)
     assert judged.result.status == "failed" and "It raised " in judged.result.message
+
+
+def test_a_fault_past_the_judges_keeps_the_judged_checks_and_the_batch_goes_on(
+        tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from grader import pipeline
+    from grader.batch import GradeOptions, grade_all
+    from grader.sandbox.local import LocalSandbox
+
+    def broken(record: object) -> str:
+        raise RuntimeError("the notebook record could not be read")
+
+    monkeypatch.setattr(pipeline, "failed_cells_message", broken)
+    rubric = parse_rubric("assignment: t\nthreads: 1\nchecks:\n"
+                          "  - {id: bk, kind: bilinear_kernel, name: B, points: 1, factors: [2]}\n")
+    results = grade_all([REPO / "reference", REPO / "student_template"], rubric=rubric, sandbox=LocalSandbox(),
+                        options=GradeOptions(out_dir=tmp_path / "out", cache_dir=cache_dir))
+    assert [r.student for r in results] == ["reference", "student_template"]
+    ref = results[0]
+    assert ref.status == "graded" and ref.checks[0].status == "passed" and ref.score == 1
+    assert ref.message.startswith("Partly graded: RuntimeError: the notebook record could not be read")
