@@ -131,6 +131,7 @@ arrays = st.tuples(st.sampled_from(["float64", "float32", "int64", "uint8", "boo
                    st.floats(allow_nan=True, allow_infinity=True))
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")  # inf into an int array, on purpose
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_judges_return_a_result_whatever_the_outputs(every_kind: tuple, tmp_path_factory, data) -> None:
