@@ -24,10 +24,10 @@ from grader import __version__
 from grader.cleanup import remove_tree
 from grader.executors import Begin, Executor, Graded, Outcome, gpu_memory_fraction, gpu_sharing
 from grader.intake import Submission
-from grader.jobcache import installed_version
+from grader.jobcache import eval_key_fingerprint, installed_version
 from grader.kit import staff_hidden
 from grader.checks.verdict import JudgeContext
-from grader.evalsecret import KEY_FILE, EvalSecretError, installation_secret, secret_fingerprint
+from grader.evalsecret import KEY_FILE
 from grader.pipeline import Batch, grade_submission, rejected_result, write_artifacts
 from grader.prepare import prepare_job
 from grader.results import SubmissionResult, write_result
@@ -165,12 +165,7 @@ class NodeGrader:
 def _eval_key_fingerprint(rubric: Rubric, cache: Path) -> str | None:
     """Which evaluation split this machine's embedded dataset draws (a one-way name of its key); None for real
     VOC data, which every node reads as it is."""
-    if rubric.dataset.kind != "embedded":
-        return None
-    try:
-        return secret_fingerprint(installation_secret(cache))
-    except (OSError, EvalSecretError) as exc:
-        raise InfrastructureError(f"cannot read the evaluation key in {cache}: {exc}") from exc
+    return eval_key_fingerprint(cache) if rubric.dataset.kind == "embedded" else None
 
 
 def _alive(pid: int) -> bool:

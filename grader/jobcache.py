@@ -34,7 +34,7 @@ from grader.evalsecret import installation_secret, secret_fingerprint
 from grader.rubric import Rubric
 from grader.sandbox.base import InfrastructureError
 
-__all__ = ["PREPARED", "cache_key", "installed_version", "reference_dir", "reuse_or_build"]
+__all__ = ["PREPARED", "cache_key", "eval_key_fingerprint", "installed_version", "reference_dir", "reuse_or_build"]
 
 PREPARED = "prepared"
 _VERSIONED = ("torch", "torchvision", "numpy")
@@ -65,6 +65,16 @@ def _sources(digest: "hashlib._Hash", root: Path) -> None:
         digest.update(f"{path.relative_to(root)}\0{path.stat().st_size}\0".encode() + path.read_bytes())
 
 
+def eval_key_fingerprint(cache_dir: Path) -> str:
+    """A one-way name of the evaluation key in ``cache_dir`` (made there first if missing): which evaluation
+    split this installation's embedded dataset draws. An unreadable key is the staff's, not a student's doing:
+    an InfrastructureError that names the file, and nobody is graded."""
+    try:
+        return secret_fingerprint(installation_secret(cache_dir))
+    except OSError as exc:  # EvalSecretError included
+        raise InfrastructureError(f"cannot read the evaluation key in {cache_dir}: {exc}") from exc
+
+
 def cache_key(rubric: Rubric, rubric_text: str, device: str, *, cache_dir: Path | None = None) -> str | None:
     """The entry's name, or None when this job must not be reused (a real VOC root; a job that reads the
     embedded dataset when no ``cache_dir`` names the evaluation secret it is drawn from)."""
@@ -74,11 +84,7 @@ def cache_key(rubric: Rubric, rubric_text: str, device: str, *, cache_dir: Path 
     if any(c.kind not in _NO_DATASET_KINDS for c in rubric.checks):  # its eval split and hash depend on it
         if cache_dir is None:
             return None
-        try:
-            secret = installation_secret(Path(cache_dir))
-        except OSError as exc:  # the staff's key, not a student's doing: name the file, grade nobody
-            raise InfrastructureError(f"cannot read the evaluation secret: {exc}") from exc
-        digest.update(f"eval-secret={secret_fingerprint(secret)}\0".encode())
+        digest.update(f"eval-secret={eval_key_fingerprint(Path(cache_dir))}\0".encode())
     digest.update("\0".join(f"{p}={installed_version(p)}" for p in _VERSIONED).encode())
     digest.update(rubric_text.encode())
     _sources(digest, Path(grader.__file__).resolve().parent)
