@@ -16,10 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from grader.sandbox import image  # noqa: E402 (after the sys.path line above)
+from grader.sandbox.container import image  # noqa: E402 (after the sys.path line above)
 from grader.sandbox.base import SandboxRequest  # noqa: E402
-from grader.sandbox.docker import DockerSandbox  # noqa: E402
-from grader.sandbox.docker_daemon import connect  # noqa: E402
+from grader.sandbox.container.engine import DockerSandbox  # noqa: E402
+from grader.sandbox.container.daemon import connect  # noqa: E402
 
 __all__ = ["time_docker", "time_subprocess", "main"]
 

@@ -99,7 +99,7 @@ def write_class(root: Path, n: int, design: Path) -> Path:
 
 
 def grade_at(klass: Path, *, rubric: object, gpu: str, k: int, out: Path, cache: Path) -> dict:
-    from grader.batch import GradeOptions, grade_all
+    from grader.batch.batch import GradeOptions, grade_all
     from grader.sandbox.local import LocalSandbox
 
     begun, finished = [], []
@@ -148,8 +148,8 @@ def main() -> int:
     started = time.perf_counter()
     name = require_gpu(args.gpu, sys.executable)
 
-    from grader.jobs import data_root
-    from grader.prepare import prepare_job
+    from grader.job.folder import data_root
+    from grader.job.prepare import prepare_job
     from grader.rubric import load_rubric
 
     rubric = load_rubric(args.rubric)

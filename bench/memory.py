@@ -36,7 +36,7 @@ def peak_rss_mb(argv: list[str]) -> float:
 
 def _baseline_mb() -> float:
     """Peak RSS of an interpreter that only imports what the grader imports before grading."""
-    code = ("import resource, grader.cli, grader.batch, grader.report, grader.export\n"
+    code = ("import resource, grader.cli, grader.batch.batch, grader.report, grader.report.export\n"
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     return int(done.stdout.split()[-1]) / 1024

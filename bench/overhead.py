@@ -34,13 +34,13 @@ from common import REPO, Clock, machine  # noqa: I001 (bench/ on sys.path)
 
 import torch
 
-from grader.grading import prepare_batch
-from grader.expected import reference_module
-from grader.intake import prepare_submission
+from grader.batch.grading import prepare_batch
+from grader.job.expected import reference_module
+from grader.intake.discover import prepare_submission
 from grader.checks import kind_of, stage_of
 from grader.checks.verdict import StageResult
-from grader.outputs import read_stage
-from grader.pipeline import Batch, grade_submission
+from grader.core.outputs import read_stage
+from grader.batch.pipeline import Batch, grade_submission
 from grader.rubric import Rubric, load_rubric
 from grader.runner import StageWriter, run_stage
 from grader.sandbox.base import SandboxRequest, SandboxRun
@@ -167,7 +167,7 @@ def main() -> None:
         if args.sandbox == "local":
             sandbox = LocalSandbox()
         else:  # the Docker SDK only when asked for: a GPU machine may have neither it nor an engine
-            from grader.sandbox.docker import docker_sandbox_for_cli
+            from grader.sandbox.container.engine import docker_sandbox_for_cli
 
             sandbox = docker_sandbox_for_cli(image="test")
         batch = prepare_batch(rubric, sandbox=sandbox, scratch=work, cache_dir=cache)

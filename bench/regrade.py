@@ -13,8 +13,8 @@ from pathlib import Path
 from common import (MODERATE_RUBRIC, TINY_RUBRIC, Clock, grader_command, machine, run_grader,  # noqa: I001
                     write_class, write_rubric)
 
-from grader.batch import GradeOptions, grade_all
-from grader.results import read_result
+from grader.batch.batch import GradeOptions, grade_all
+from grader.core.results import read_result
 from grader.rubric import load_rubric
 from grader.sandbox.local import LocalSandbox
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from common import REPO, Clock, machine  # noqa: I001 (bench/ on sys.path)
 
-from grader.batch import GradeOptions, grade_all
+from grader.batch.batch import GradeOptions, grade_all
 from grader.rubric import load_rubric
 from grader.sandbox.base import InfrastructureError
 from grader.sandbox.factory import SandboxSpec

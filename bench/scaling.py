@@ -23,9 +23,9 @@ from pathlib import Path
 
 from common import MODERATE_RUBRIC, REPO, TINY_RUBRIC, Clock, machine, write_class  # noqa: I001 (bench/ on sys.path)
 
-from grader.batch import GradeOptions, grade_all
-from grader.jobs import data_root
-from grader.prepare import prepare_job
+from grader.batch.batch import GradeOptions, grade_all
+from grader.job.folder import data_root
+from grader.job.prepare import prepare_job
 from grader.rubric import Rubric, load_rubric, parse_rubric
 from grader.sandbox.local import LocalSandbox
 
@@ -66,7 +66,7 @@ def main() -> None:
         work = Path(tmp)
         klass, cache = write_class(work / "class", args.n), work / "cache"
         data_root(rubric, cache_dir=cache)  # generate the embedded dataset outside the clock
-        with Clock() as first:  # and the job, as for every batch after a rubric's first (grader.jobcache)
+        with Clock() as first:  # and the job, as for every batch after a rubric's first (grader.job.cache)
             prepare_job(rubric, job_dir=work / "first" / "job", host_dir=work / "first" / "host", cache_dir=cache)
         rounds = []  # alternating, so that a drift of the machine hits both sides alike
         for r in range(args.rounds):

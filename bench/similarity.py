@@ -22,9 +22,9 @@ from pathlib import Path
 
 from common import REPO, Clock, machine  # noqa: I001
 
-from grader.notebooks import notebook_to_script
-from grader.results import SubmissionResult, write_result
-from grader.similarity import CODE_DIR, store_code
+from grader.intake.notebooks import notebook_to_script
+from grader.core.results import SubmissionResult, write_result
+from grader.similarity.compare import CODE_DIR, store_code
 
 __all__ = ["variant", "write_graded_class", "main"]
 

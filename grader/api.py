@@ -6,7 +6,7 @@ signatures. Each call returns what happened (results, pass/fail and why) and dec
 codes. ``rubric`` is a ``Rubric`` or the path of a YAML file (a ``RubricError`` names the bad key).
 
 This module is part of the light host core: it imports neither torch, numpy nor Jinja2. The heavy parts are
-reached through two seams: ``grader.batch`` imports the grading side only when something needs grading, and
+reached through two seams: ``grader.batch.batch`` imports the grading side only when something needs grading, and
 ``grader.report`` imports the renderer only when a page is drawn (PEP 562).
 """
 from __future__ import annotations
@@ -17,23 +17,23 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 from grader import report as pages_package
-from grader.batch import GradeOptions, grade_all
+from grader.batch.batch import GradeOptions, grade_all
 from grader.calibrate import Calibration, plan_calibration, summarise
-from grader.export import write_grades_csv
+from grader.report.export import write_grades_csv
 from grader.gradescope import GRADESCOPE_ROOT, run_gradescope
-from grader.handout import build_kit, public_rubric
-from grader.kit import default_rubric
-from grader.results import SubmissionResult
+from grader.kit.handout import build_kit, public_rubric
+from grader.kit.checkout import default_rubric
+from grader.core.results import SubmissionResult
 from grader.rubric import Rubric, load_rubric
 from grader.sandbox.factory import SandboxSpec
-from grader.similarity import Outcome as SimilarityOutcome
-from grader.similarity import similarity as compare_class
+from grader.similarity.compare import Outcome as SimilarityOutcome
+from grader.similarity.compare import similarity as compare_class
 
 __all__ = ["REPO", "DEFAULT_RUBRIC", "Progress", "SelftestResult", "calibrate", "check", "grade", "gradescope",
            "handout", "public_rubric", "report", "selftest", "similarity"]
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_RUBRIC = default_rubric(REPO / "rubric.yaml")  # a student kit: its public rubric (grader.kit)
+DEFAULT_RUBRIC = default_rubric(REPO / "rubric.yaml")  # a student kit: its public rubric (grader.kit.checkout)
 
 
 class Progress(Protocol):
@@ -147,7 +147,7 @@ def calibrate(*, rubric: Rubric | str | Path = DEFAULT_RUBRIC, seeds: int = 3, d
 
 
 def handout(out_dir: str | Path, *, rubric: Rubric | str | Path = DEFAULT_RUBRIC) -> Path:
-    """Staff: write the student kit into ``out_dir`` (missing or empty; ``grader.handout``): the template as
+    """Staff: write the student kit into ``out_dir`` (missing or empty; ``grader.kit.handout``): the template as
     .py and .ipynb, a README, and an installable grader whose ``check`` runs the public checks against the
     reference's outputs computed now, with no line of reference/. A ``KitError`` says why it cannot."""
     return build_kit(Path(out_dir), rubric=_load(rubric))
@@ -161,7 +161,7 @@ def report(out_dir: str | Path, *, released: bool = False) -> list[Path]:
 
 def similarity(out_dir: str | Path, *, rubric: Rubric | str | Path = DEFAULT_RUBRIC,
                sources: Sequence[str | Path] = (), force: bool = False) -> SimilarityOutcome:
-    """Compare the graded submissions of ``out_dir`` pairwise (staff only, ``grader.similarity``):
+    """Compare the graded submissions of ``out_dir`` pairwise (staff only, ``grader.similarity.compare``):
     similarity.csv, similarity/<a>__<b>.html, and index.html's "Similar pairs" (pairs at or above the
     rubric's ``similarity.threshold``). Code comes from the copies a batch kept; ``sources`` (the submissions
     as given to ``grade``) supply the missing or stale ones. Unchanged inputs compare nothing unless ``force``.

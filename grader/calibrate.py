@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 from grader.checks.full_training import FullTrainingSpec
-from grader.results import SubmissionResult
+from grader.core.results import SubmissionResult
 from grader.rubric import Rubric, rubric_yaml
 
 __all__ = ["CalibrationError", "CalibrationPlan", "CalibrationRun", "Calibration", "design_paths",

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from grader import api
 from grader.calibrate import CalibrationError, format_calibration
-from grader.handout import KitError
+from grader.kit.handout import KitError
 from grader.progress import Progress
-from grader.results import SubmissionResult
+from grader.core.results import SubmissionResult
 from grader.rubric import RubricError
 from grader.sandbox.base import InfrastructureError
 from grader.terminal import print_result
@@ -211,6 +211,6 @@ def main(argv: list[str] | None = None) -> int:
     except InfrastructureError as exc:
         print(f"grader: infrastructure fault, nothing was scored: {exc}", file=sys.stderr)
         return 3
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM during a batch (grader.interrupts)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM during a batch (grader.batch.interrupts)
         print("grader: interrupted; finished results are kept, rerun to resume.", file=sys.stderr)
         return 130

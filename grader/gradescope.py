@@ -21,8 +21,8 @@ GRADESCOPE_ROOT = Path("/autograder")
 
 
 def run_gradescope(*, rubric: Rubric, sandbox: Sandbox, cache_dir: Path | None, root: Path = GRADESCOPE_ROOT) -> int:
-    from grader.batch import GradeOptions, grade_all
-    from grader.export import GradescopeInfrastructureError, write_gradescope_results
+    from grader.batch.batch import GradeOptions, grade_all
+    from grader.report.export import GradescopeInfrastructureError, write_gradescope_results
 
     submission = root / "submission"
     if not submission.is_dir():

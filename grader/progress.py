@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from types import TracebackType
 
-from grader.results import SubmissionResult
+from grader.core.results import SubmissionResult
 
 __all__ = ["Progress"]
 

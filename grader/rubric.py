@@ -58,7 +58,7 @@ class DatasetSpec:
 @dataclass(frozen=True)
 class SimilaritySpec:
     """``similarity: {threshold: 0.6}``: pairs of submissions at least this alike (0-1, copydetect's share of a
-    submission's own code found in the other) are listed on the staff index (``grader.similarity``); never a
+    submission's own code found in the other) are listed on the staff index (``grader.similarity.compare``); never a
     score, never shown to a student."""
 
     threshold: float = 0.6

@@ -78,7 +78,7 @@ def run_stage(student: Any, stage: str, stages: dict, job: Path, writer: StageWr
 
 
 def _notebook_cells(student: Any) -> dict | None:
-    """The cells a notebook's prelude (``grader.notebooks``) recorded as failed, as plain JSON; None for a .py.
+    """The cells a notebook's prelude (``grader.intake.notebooks``) recorded as failed, as plain JSON; None for a .py.
     The student's code could have changed the record: only well-formed entries pass, and the host only shows
     them as a warning."""
     try:

@@ -1,7 +1,7 @@
 """Plain-text rendering of one result for ``grader check`` (a student's terminal)."""
 from __future__ import annotations
 
-from grader.results import SubmissionResult
+from grader.core.results import SubmissionResult
 
 __all__ = ["print_result"]
 

@@ -5,4 +5,4 @@ apt-get update && apt-get install -y --no-install-recommends python3 python3-ven
 python3 -m venv /autograder/venv
 /autograder/venv/bin/pip install -e /autograder/source
 # Generate the embedded dataset once, at build time, so grading never waits for it.
-/autograder/venv/bin/python -c "from grader.dataset import embedded_voc_root; embedded_voc_root()"
+/autograder/venv/bin/python -c "from grader.data.dataset import embedded_voc_root; embedded_voc_root()"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fixture_submissions import fixture_names, materialize
-from grader.evalsecret import KEY_BYTES, KEY_FILE
+from grader.data.evalsecret import KEY_BYTES, KEY_FILE
 from grader.rubric import Rubric, load_rubric
 
 TEST_RUBRIC = Path(__file__).parent / "rubric_small.yaml"
@@ -47,7 +47,7 @@ def fixture_class(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def local_batch(tmp_path_factory: pytest.TempPathFactory, fixture_class: Path, test_rubric: Rubric,
                 cache_dir: Path) -> tuple[Path, dict]:
     """(out dir, {student: SubmissionResult}) for all fixtures graded with the local sandbox, -j 2."""
-    from grader.batch import GradeOptions, grade_all
+    from grader.batch.batch import GradeOptions, grade_all
     from grader.sandbox.local import LocalSandbox
 
     out = tmp_path_factory.mktemp("graded-local")

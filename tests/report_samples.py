@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from grader.results import CheckResult, SubmissionResult, write_result
-from grader.dataset import VOC_CLASSES
+from grader.core.results import CheckResult, SubmissionResult, write_result
+from grader.data.dataset import VOC_CLASSES
 
 __all__ = [
     "RUBRIC", "XSS", "SECRET_HIDDEN", "SECRET_AFTER_DUE", "SECRET_HIDDEN_DETAIL", "STUDENTS", "BROKEN",

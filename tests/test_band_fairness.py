@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from grader.calibrate import CalibrationPlan, plan_calibration
-from grader.dataset import embedded_voc_root, load_split
-from grader.evalsecret import KEY_FILE
-from grader.results import SubmissionResult
+from grader.data.dataset import embedded_voc_root, load_split
+from grader.data.evalsecret import KEY_FILE
+from grader.core.results import SubmissionResult
 from grader.rubric import Rubric, load_rubric
 
 pytestmark = pytest.mark.slow
@@ -35,7 +35,7 @@ def _band_plan() -> CalibrationPlan:
 @pytest.fixture(scope="module")
 def band(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> tuple[Rubric, dict[str, SubmissionResult]]:
     """(the band rubric, {student: result}) for ada and ben graded in one batch, two at a time."""
-    from grader.batch import GradeOptions, grade_all
+    from grader.batch.batch import GradeOptions, grade_all
     from grader.sandbox.local import LocalSandbox
 
     plan = _band_plan()
@@ -52,7 +52,7 @@ def _training(result: SubmissionResult):  # noqa: ANN202 - a CheckResult
 
 
 def _all_background_miou(labels: np.ndarray, num_classes: int) -> float:
-    """Written out for this test alone (not grader.metrics): predicting 0 everywhere, void pixels dropped.
+    """Written out for this test alone (not grader.core.metrics): predicting 0 everywhere, void pixels dropped.
 
     Background's IoU is (background pixels) / (labelled pixels); every other class present in the
     labels has IoU 0; classes absent from the labels (and never predicted) are left out of the mean.

@@ -118,7 +118,7 @@ def test_a_check_id_cannot_name_another_checks_retry_stage() -> None:
 
 @pytest.mark.parametrize("margin", ["0.03", "0"])
 def test_the_job_holds_the_retry_stage_only_when_retries_are_on(tmp_path: Path, cache_dir: Path, margin: str) -> None:
-    from grader.jobs import build_job
+    from grader.job.folder import build_job
 
     rubric = parse_rubric(RETRY_RUBRIC % margin)
     plan = build_job(rubric, job_dir=tmp_path / "job", cache_dir=cache_dir)

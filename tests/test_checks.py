@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from grader.checks import KINDS, STUDENT_NAMES, kind_of
 from grader.checks.verdict import JobPlan, JudgeContext, StageResult
-from grader.jobs import unit_cases
-from grader.outputs import OutputError, StageOutputs, read_stage
-from grader.pipeline import judge_behind_barrier
+from grader.job.folder import unit_cases
+from grader.core.outputs import OutputError, StageOutputs, read_stage
+from grader.batch.pipeline import judge_behind_barrier
 from grader.rubric import StageBudget, parse_rubric
 from grader.sandbox.base import SandboxRun
 
@@ -61,7 +61,7 @@ checks:
 
 
 def test_two_overfit_checks_run_in_stages_of_their_own(tmp_path: Path, cache_dir: Path) -> None:
-    from grader.jobs import build_job
+    from grader.job.folder import build_job
 
     rubric = parse_rubric("""
 assignment: t
@@ -80,7 +80,7 @@ checks:
 
 @pytest.mark.slow
 def test_two_overfit_checks_are_each_judged_by_their_own_settings(tmp_path: Path, cache_dir: Path) -> None:
-    from grader.batch import GradeOptions, grade_all
+    from grader.batch.batch import GradeOptions, grade_all
     from grader.sandbox.local import LocalSandbox
 
     rubric = parse_rubric("""
@@ -104,7 +104,7 @@ checks:
 
 @pytest.fixture(scope="module")
 def every_kind() -> tuple:
-    from grader.expected import expected_outputs
+    from grader.job.expected import expected_outputs
 
     rubric = parse_rubric(ALL_KINDS)
     cases = unit_cases(rubric)
@@ -197,8 +197,8 @@ def test_an_empty_or_odd_error_message_is_still_a_sentence(every_kind: tuple, tm
 
 def test_a_fault_past_the_judges_keeps_the_judged_checks_and_the_batch_goes_on(
         tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from grader import pipeline
-    from grader.batch import GradeOptions, grade_all
+    from grader.batch import pipeline
+    from grader.batch.batch import GradeOptions, grade_all
     from grader.sandbox.local import LocalSandbox
 
     def broken(record: object) -> str:

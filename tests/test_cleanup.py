@@ -1,4 +1,4 @@
-"""grader.cleanup.remove_tree: whatever a sandbox leaves in a folder, the folder goes, and nothing outside it.
+"""grader.core.cleanup.remove_tree: whatever a sandbox leaves in a folder, the folder goes, and nothing outside it.
 
 Real folders on the real filesystem. The permission cases need a user that permissions apply to: as root
 (CI, here) they run in a forked child that has become ``nobody``.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from grader.cleanup import remove_tree
+from grader.core.cleanup import remove_tree
 
 NOBODY = 65534
 

@@ -10,13 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from grader import shapes
-from grader.evalsecret import KEY_FILE
-from grader.dataset import (
+from grader.data import shapes
+from grader.data.evalsecret import KEY_FILE
+from grader.data.dataset import (
     IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES, VOCDatasetMissing, dataset_hash, embedded_voc_root,
     generate_embedded_voc, load_split, make_loader, to_tensors, voc_palette,
 )
-from grader.voc import PairedCenterCrop, PairedResize
+from grader.core.voc import PairedCenterCrop, PairedResize
 
 VALID = set(range(NUM_CLASSES)) | {IGNORE_INDEX}
 SHAPE_IDS = {c.class_id for c in shapes.SHAPE_CLASSES}

@@ -27,7 +27,7 @@ def docker_image(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="module")
 def docker_sandbox(docker_image: str):  # noqa: ANN201 - a DockerSandbox
     from grader.sandbox.base import InfrastructureError
-    from grader.sandbox.docker import docker_sandbox_for_cli
+    from grader.sandbox.container.engine import docker_sandbox_for_cli
 
     try:
         return docker_sandbox_for_cli(image=docker_image)
@@ -40,7 +40,7 @@ def docker_sandbox(docker_image: str):  # noqa: ANN201 - a DockerSandbox
 @pytest.fixture(scope="module")
 def docker_batch(tmp_path_factory: pytest.TempPathFactory, fixture_class: Path, test_rubric: Rubric,
                  cache_dir: Path, docker_sandbox) -> dict:
-    from grader.batch import GradeOptions, grade_all
+    from grader.batch.batch import GradeOptions, grade_all
 
     out = tmp_path_factory.mktemp("graded-docker")
     results = grade_all([fixture_class], rubric=test_rubric, sandbox=docker_sandbox,
@@ -66,7 +66,7 @@ def test_docker_runs_record_the_engine_in_provenance(docker_batch) -> None:
 def test_no_container_is_left_after_the_batch(docker_batch) -> None:
     import docker
 
-    from grader.sandbox.docker_daemon import LABEL
+    from grader.sandbox.container.daemon import LABEL
 
     client = docker.from_env()
     assert client.containers.list(all=True, filters={"label": LABEL}) == []
@@ -84,7 +84,7 @@ def test_interrupting_the_grader_mid_batch_leaves_no_container(tmp_path: Path, d
     import docker
 
     from fixture_submissions import materialize
-    from grader.sandbox.docker_daemon import LABEL
+    from grader.sandbox.container.daemon import LABEL
 
     materialize("infinite_loop", tmp_path / "class")
     rubric = tmp_path / "train_only.yaml"

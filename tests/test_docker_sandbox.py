@@ -21,11 +21,11 @@ from typing import Iterator
 import docker
 import pytest
 
-from grader.sandbox import image
+from grader.sandbox.container import image
 from grader.sandbox.base import InfrastructureError, SandboxRequest, SandboxRun
-from grader.sandbox.docker import DockerSandbox, docker_sandbox_for_cli
-from grader.sandbox.docker_container import BindMount, HeadTail
-from grader.sandbox.docker_daemon import LABEL, Daemon, cleanup_leftovers, connect
+from grader.sandbox.container.engine import DockerSandbox, docker_sandbox_for_cli
+from grader.sandbox.container.containers import BindMount, HeadTail
+from grader.sandbox.container.daemon import LABEL, Daemon, cleanup_leftovers, connect
 
 FIXTURES = Path(__file__).parent / "sandbox_programs"
 REPO = Path(__file__).resolve().parents[1]
@@ -120,7 +120,7 @@ def test_build_context_holds_grader_but_never_reference_or_tests() -> None:
     lines = (REPO / ".dockerignore").read_text().splitlines()
     patterns = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
     context = set(docker.utils.build.exclude_paths(str(REPO), patterns, dockerfile="Dockerfile"))
-    assert {"Dockerfile", "pyproject.toml", "grader/__init__.py", "grader/sandbox/docker.py"} <= context
+    assert {"Dockerfile", "pyproject.toml", "grader/__init__.py", "grader/sandbox/container/engine.py"} <= context
     assert not [p for p in context if p.split("/")[0] in {"reference", "tests", "examples", ".venv", ".git"}]
     assert not [p for p in context if "__pycache__" in p]
 
@@ -390,7 +390,7 @@ def test_interrupted_grader_leaves_no_container(client: docker.DockerClient, box
 
 
 def test_the_engine_installs_no_signal_handler() -> None:
-    """The batch owns the signals (grader.interrupts); making an engine changes no handler."""
+    """The batch owns the signals (grader.batch.interrupts); making an engine changes no handler."""
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     DockerSandbox(image="any:latest", client=docker.DockerClient(base_url=BOGUS_SOCKET, version="1.41"))
     assert {sig: signal.getsignal(sig) for sig in before} == before

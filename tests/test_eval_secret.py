@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from grader import evalsecret, shapes
-from grader.evalsecret import KEY_BYTES, KEY_FILE, EvalSecretError, installation_secret, secret_fingerprint
-from grader.jobcache import cache_key
+from grader.data import evalsecret
+from grader.data import shapes
+from grader.data.evalsecret import KEY_BYTES, KEY_FILE, EvalSecretError, installation_secret, secret_fingerprint
+from grader.job.cache import cache_key
 from grader.rubric import load_rubric, rubric_yaml
-from grader.shapes import embedded_voc_root, generate_embedded_voc
-from grader.voc import load_split
+from grader.data.shapes import embedded_voc_root, generate_embedded_voc
+from grader.core.voc import load_split
 
 SMALL = dict(n_train=3, n_val=4, size=32)
 TEST_RUBRIC = Path(__file__).parent / "rubric_small.yaml"
@@ -146,7 +147,7 @@ def test_a_train_that_regenerates_the_eval_labels_scores_the_floor(tmp_path: Pat
     whether or not the sandbox shows the grader's own) and answers each evaluation image with its
     regenerated mask: mIoU 1.0 before the secret, the all-background floor after."""
     from fixture_submissions import materialize
-    from grader.batch import GradeOptions, grade_all
+    from grader.batch.batch import GradeOptions, grade_all
     from grader.sandbox.local import LocalSandbox
 
     sub = materialize("regenerates_eval_labels", tmp_path / "class")
@@ -163,8 +164,8 @@ def test_a_train_that_regenerates_the_eval_labels_scores_the_floor(tmp_path: Pat
 
 
 def test_a_ray_node_with_another_key_refuses_to_grade(tmp_path: Path, test_rubric) -> None:
-    from grader.grading import NodeGrader
-    from grader.intake import Submission
+    from grader.batch.grading import NodeGrader
+    from grader.intake.discover import Submission
     from grader.sandbox.base import InfrastructureError
     from grader.sandbox.factory import SandboxSpec
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from grader.export import (
+from grader.report.export import (
     GradescopeInfrastructureError, gradescope_results, write_gradescope_results, write_grades_csv,
 )
-from grader.results import write_result
+from grader.core.results import write_result
 from report_samples import (
     BROKEN, ERROR, FAILING_UNIT, INFRA, PASSING, RUBRIC, SECRET_HIDDEN, SECRET_HIDDEN_DETAIL, STUDENTS, UNGRADABLE,
     build_samples, sample_result,

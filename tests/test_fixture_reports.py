@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def rendered(local_batch) -> Path:
-    from grader.export import write_grades_csv
+    from grader.report.export import write_grades_csv
     from grader.report import render_all
 
     out, _ = local_batch

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from grader import cli
-from grader.executors import PoolExecutor, gpu_memory_fraction, gpu_sharing, gpu_slots, mps_running
-from grader.intake import Submission
+from grader.batch.executors import PoolExecutor, gpu_memory_fraction, gpu_sharing, gpu_slots, mps_running
+from grader.intake.discover import Submission
 from grader.rubric import load_rubric, parse_rubric
 from grader.sandbox.base import GPU_SHARE_ENV, GPU_SHARE_LINE, SandboxRequest, SandboxRun, says_out_of_memory
-from grader.sandbox.docker_container import ContainerSettings
+from grader.sandbox.container.containers import ContainerSettings
 from grader.sandbox.local import LocalSandbox
 
 from quick_class import QUICK_RUBRIC, QUICK_SCORES, REPO, write_quick_class
@@ -95,7 +95,7 @@ def test_the_batch_hands_each_stage_its_share_and_the_runner_receives_it(tmp_pat
     """A CPU batch graded with a (fake) GPU index and K = 4: every stage's request carries 1/4, the sandbox
     passes it to the runner, and the runner says so on stderr before any student code (the first line after
     the device line), whatever the student prints."""
-    from grader.grading import grade_with_gpu, prepare_batch
+    from grader.batch.grading import grade_with_gpu, prepare_batch
 
     sandbox = RecordingSandbox()
     klass = write_quick_class(tmp_path / "class")
@@ -134,7 +134,7 @@ def test_a_stage_that_ran_out_of_its_gpu_share_is_an_out_of_gpu_memory_error(tmp
     """What the runner records when a stage's code raises CUDA's out-of-memory error, as the judge sees it: an
     error that names the GPU share, not the host memory limit (and not a failure of the student's logic)."""
     from grader.checks.verdict import StageResult, stage_problem
-    from grader.outputs import StageOutputs
+    from grader.core.outputs import StageOutputs
 
     rubric = load_rubric(VOC_SCALE)
     said = {"ok": False, "error": "OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; "
@@ -200,8 +200,8 @@ def test_the_cli_takes_jobs_per_gpu_and_refuses_less_than_one(capsys: pytest.Cap
 def test_ray_tasks_take_one_kth_of_a_gpu_and_grade_like_the_local_engine(
         tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     ray = pytest.importorskip("ray", reason="Ray is an optional extra, not installed: pip install -e '.[ray]'")
-    from grader.batch import GradeOptions, grade_all
-    from grader.distributed import _resources
+    from grader.batch.batch import GradeOptions, grade_all
+    from grader.batch.distributed import _resources
 
     temp = tmp_path_factory.mktemp("ray")  # a short path: Ray's socket paths must fit 107 bytes
     (temp / "ray").mkdir()
@@ -240,7 +240,7 @@ def test_the_voc_sized_rubric_is_valid_and_has_vocs_split_sizes() -> None:
 def test_a_tiny_preset_of_the_voc_sized_rubric_grades_the_reference_at_320_px(tmp_path: Path) -> None:
     """Its dataset settings as they are (320 px images, 2 epochs, its batch size), with a few images instead
     of VOC's thousands, and only the checks that use the dataset: graded on the CPU end to end."""
-    from grader.batch import GradeOptions, grade_all
+    from grader.batch.batch import GradeOptions, grade_all
 
     rubric = load_rubric(VOC_SCALE)
     ds = dataclasses.replace(rubric.dataset, n_train=8, n_val=4, max_train_images=8, max_eval_images=4)

@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from grader.checks import KINDS
-from grader.handout import KitError, build_kit, kit_rubric, public_rubric
-from grader.kitnotebook import code_chunks
+from grader.kit.handout import KitError, build_kit, kit_rubric, public_rubric
+from grader.kit.notebook import code_chunks
 from grader.rubric import Rubric, load_rubric, rubric_yaml
 
 REPO = Path(__file__).resolve().parent.parent

@@ -34,8 +34,8 @@ checks:
 _GRADE_AND_REPORT = """\
 import json, sys
 from pathlib import Path
-import grader.cli, grader.batch, grader.pipeline, grader.report, grader.export
-from grader.batch import GradeOptions, grade_all
+import grader.cli, grader.batch.batch, grader.batch.pipeline, grader.report, grader.report.export
+from grader.batch.batch import GradeOptions, grade_all
 from grader.rubric import parse_rubric
 from grader.sandbox.local import LocalSandbox
 
@@ -54,8 +54,8 @@ def unit_rubric() -> Rubric:
 
 
 def test_importing_the_grader_imports_no_torch() -> None:
-    code = ("import sys, grader.cli, grader.batch, grader.pipeline, grader.report, grader.export, grader.checks.overfit,"
-            " grader.dataset, grader.prepare, grader.distributed\n"
+    code = ("import sys, grader.cli, grader.batch.batch, grader.batch.pipeline, grader.report, grader.report.export, grader.checks.overfit,"
+            " grader.data.dataset, grader.job.prepare, grader.batch.distributed\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'reference')))")
     done = subprocess.run([sys.executable, "-c", code], check=False, cwd=REPO, capture_output=True, text=True,
                           timeout=120)
@@ -83,7 +83,7 @@ from grader.cli import main
 code = main(sys.argv[1:])
 print(json.dumps({"code": code, "heavy": sorted(m for m in sys.modules
                                                 if m.split(".")[0] in ("numpy", "jinja2", "matplotlib", "torch")),
-                  "engines": sorted(m for m in sys.modules if m in ("grader.sandbox.local", "grader.sandbox.docker",
+                  "engines": sorted(m for m in sys.modules if m in ("grader.sandbox.local", "grader.sandbox.container.engine",
                                                                     "docker"))}))
 """
 
@@ -125,7 +125,7 @@ def test_an_unchanged_regrade_imports_neither_numpy_nor_jinja2_nor_a_sandbox_eng
 
 
 def test_host_only_folder_is_hidden_from_the_sandbox(tmp_path: Path, unit_rubric: Rubric, cache_dir: Path) -> None:
-    from grader.grading import prepare_batch
+    from grader.batch.grading import prepare_batch
     from grader.sandbox.base import SandboxRequest
     from grader.sandbox.local import LocalSandbox
 
@@ -147,9 +147,9 @@ def test_host_only_folder_is_hidden_from_the_sandbox(tmp_path: Path, unit_rubric
 
 @pytest.mark.slow
 def test_prepared_job_equals_the_one_built_in_process(tmp_path: Path, test_rubric: Rubric, cache_dir: Path) -> None:
-    from grader.expected import expected_outputs
-    from grader.jobs import build_job
-    from grader.prepare import prepare_job
+    from grader.job.expected import expected_outputs
+    from grader.job.folder import build_job
+    from grader.job.prepare import prepare_job
 
     prepared = prepare_job(test_rubric, job_dir=tmp_path / "job", host_dir=tmp_path / "host", cache_dir=cache_dir)
     here = build_job(test_rubric, job_dir=tmp_path / "job-here", cache_dir=cache_dir)
@@ -175,7 +175,7 @@ def test_prepared_job_equals_the_one_built_in_process(tmp_path: Path, test_rubri
 
 
 def test_a_failed_preparation_is_an_infrastructure_error_with_its_reason(tmp_path: Path) -> None:
-    from grader.prepare import prepare_job
+    from grader.job.prepare import prepare_job
 
     rubric = parse_rubric(f"assignment: a\ndataset: {{kind: voc, voc_root: {str(tmp_path / 'nowhere')!r}}}\n"
                           "checks:\n  - {id: o, kind: overfit, name: O, points: 1}\n")

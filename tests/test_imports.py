@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "grader"
-LIGHT_CORE = ("grader.rubric", "grader.intake", "grader.results", "grader.scoring", "grader.export", "grader.api")
+LIGHT_CORE = ("grader.rubric", "grader.intake.discover", "grader.core.results", "grader.batch.scoring", "grader.report.export", "grader.api")
 HEAVY = ("torch", "torchvision", "numpy", "jinja2")
 
 
@@ -130,8 +130,8 @@ def test_the_cycle_finder_finds_a_late_import_cycle(tmp_path: Path) -> None:
 
 def test_the_graph_sees_the_package_s_imports() -> None:
     graph = import_graph()
-    assert "grader.grading" in graph["grader.batch"]  # the seam: a function-local import, counted
-    assert "grader.batch" in graph["grader.api"] and "grader.api" in graph["grader.cli"]
+    assert "grader.batch.grading" in graph["grader.batch.batch"]  # the seam: a function-local import, counted
+    assert "grader.batch.batch" in graph["grader.api"] and "grader.api" in graph["grader.cli"]
 
 
 def test_no_import_cycles_in_the_grader_package() -> None:
@@ -155,3 +155,48 @@ def test_the_light_core_imports_no_heavy_library_at_module_level(module: str) ->
         elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in HEAVY:
             heavy.append(node.module)
     assert not heavy, f"{module} imports {heavy} at module level"
+
+
+def _closure(start: str, graph: dict[str, set[str]]) -> set[str]:
+    """Every grader module ``start`` can reach, imports inside functions included, plus the packages that hold
+    them (importing ``grader.a.b`` runs ``grader.a``'s ``__init__``)."""
+    seen, pending = set(), [start]
+    while pending:
+        module = pending.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        parts = module.split(".")
+        pending += [".".join(parts[:i]) for i in range(1, len(parts))] + sorted(graph.get(module, ()))
+    return seen
+
+
+def _outside_allow_list(modules: set[str]) -> list[str]:
+    from grader.sandbox.confine import SANDBOX_PACKAGES
+
+    return sorted(m for m in modules if m != "grader" and m.split(".")[1] not in SANDBOX_PACKAGES)
+
+
+@pytest.mark.parametrize("entry", ["grader.runner", "grader.sandbox.forkserver", "grader.checks"])
+def test_what_runs_in_the_sandbox_imports_only_what_the_sandbox_shows(entry: str) -> None:
+    """The runner, the fork server and every check kind (with their function-local imports) stay inside
+    confine.SANDBOX_VISIBLE: a module outside it would be missing inside a stage, and an honest check would fail."""
+    graph = import_graph()
+    closure = _closure(entry, graph) | (set().union(*(_closure(m, graph) for m in graph if m.startswith("grader.checks.")))
+                                        if entry == "grader.checks" else set())
+    assert not _outside_allow_list(closure), f"{entry} reaches host-only modules {_outside_allow_list(closure)}"
+
+
+def test_the_allow_list_check_can_fail() -> None:
+    graph = {"grader.runner": {"grader.checks.x"}, "grader.checks.x": {"grader.job.cache"}, "grader.job.cache": set()}
+    assert _outside_allow_list(_closure("grader.runner", graph)) == ["grader.job", "grader.job.cache"]
+
+
+def test_the_sandbox_is_shown_the_allow_list_and_nothing_else(tmp_path: Path) -> None:
+    from grader.sandbox.confine import SANDBOX_VISIBLE, visible_package
+
+    shown = {Path(p).name for p in visible_package(str(PACKAGE))}
+    assert {"runner.py", "core", "checks", "sandbox", "__init__.py"} <= shown
+    hidden = {p.name for p in PACKAGE.iterdir()} - set(SANDBOX_VISIBLE) - {"__pycache__"}
+    assert {"data", "job", "batch", "intake", "kit", "similarity", "report", "rubric.py", "api.py", "cli.py"} <= hidden
+    assert not shown & hidden

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from grader.batch import GradeOptions, grade_all
+from grader.batch.batch import GradeOptions, grade_all
 from grader.rubric import load_rubric
 from grader.sandbox.local import LocalSandbox
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from grader.intake import (IntakeLimits, Rejected, Submission, discover, hash_folder, prepare_submission,
+from grader.intake.discover import (IntakeLimits, Rejected, Submission, discover, hash_folder, prepare_submission,
                            safe_student_id)
 
 CODE = "def transpose_conv2d(x, w):\n    return x\n"
@@ -403,7 +403,7 @@ def test_rerun_into_the_same_workdir_is_idempotent(tmp_path: Path) -> None:
 
 
 def test_a_student_named_like_a_file_of_the_output_folder_is_renamed() -> None:
-    from grader.intake import safe_student_id
+    from grader.intake.discover import safe_student_id
 
     assert safe_student_id("similarity") == "student_similarity"
     assert safe_student_id("index.html") == "student_index.html"

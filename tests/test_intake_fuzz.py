@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from grader.intake import Rejected, Submission, discover, hash_folder
+from grader.intake.discover import Rejected, Submission, discover, hash_folder
 
 CODE = "def transpose_conv2d(x, w):\n    return x\n"
 LEAK = "LEAKED = 'outside the input'\n"

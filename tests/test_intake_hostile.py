@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from grader.intake import Rejected, Submission, discover
+from grader.intake.discover import Rejected, Submission, discover
 from test_intake import CODE, HELPER, accepted, files_of, make_folder, rejected
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,7 +67,7 @@ _BOMB_CHILD = """
 import resource, sys, time
 from pathlib import Path
 resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
-from grader.intake import discover
+from grader.intake.discover import discover
 start = time.monotonic()
 (sub,) = discover([Path(sys.argv[1])], workdir=Path(sys.argv[2]))
 print(type(sub).__name__, sub.student, round(time.monotonic() - start, 2), *sub.notes, sep="\\n")

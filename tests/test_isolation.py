@@ -160,6 +160,13 @@ def test_the_out_folder_reaches_the_host_as_regular_files_only(tmp_path: Path) -
     assert (request.out_dir / "unit.json").read_text() == "{}"
 
 
+HOST_ONLY = ("grader.data.shapes", "grader.data.dataset", "grader.data.evalsecret", "grader.job.prepare",
+             "grader.job.cache", "grader.report", "grader.rubric", "grader.kit.handout", "grader.similarity",
+             "grader.intake.safe_yaml", "grader.batch.scoring", "grader.calibrate", "grader.api", "grader.cli")
+HOST_FILES = ("data", "job", "batch", "intake", "kit", "kitdata", "similarity", "report", "rubric.py", "api.py",
+              "cli.py", "calibrate.py", "gradescope.py")
+
+
 def test_the_sandbox_sees_the_runners_modules_only(tmp_path: Path) -> None:
     """The dataset generator and the host's grading code can be neither imported nor read inside, not even
     from the fork server's memory; the runner's modules still import, also one no stage had imported yet."""
@@ -175,14 +182,13 @@ def test_the_sandbox_sees_the_runners_modules_only(tmp_path: Path) -> None:
         "        return True\n"
         "    except ImportError:\n"
         "        return False\n"
-        "lazy = 'grader.rubric' not in sys.modules\n"
-        "print('HOST-ONLY', {m: imports(m) for m in ('grader.shapes', 'grader.dataset', 'grader.prepare', "
-        "'grader.jobcache', 'grader.report')},\n"
-        "      [f for f in ('shapes.py', 'prepare.py', 'expected.py', 'report') if os.path.exists(os.path.join(pkg, f))],\n"
-        "      [f for f in os.listdir(os.path.join(pkg, '__pycache__')) if f.startswith('shapes.')]\n"
+        "lazy = 'grader.core.cleanup' not in sys.modules\n"
+        f"print('HOST-ONLY', {{m: imports(m) for m in {HOST_ONLY!r}}},\n"
+        f"      [f for f in {HOST_FILES!r} if os.path.exists(os.path.join(pkg, f))],\n"
+        "      [f for f in os.listdir(os.path.join(pkg, '__pycache__')) if not f.startswith(('__init__.', 'runner.'))]\n"
         "      if os.path.isdir(os.path.join(pkg, '__pycache__')) else [])\n"
-        "print('RUNNER', lazy, {m: imports(m) for m in ('grader.runner', 'grader.voc', 'grader.checks', "
-        "'grader.rubric')})\n")
+        "print('RUNNER', lazy, {m: imports(m) for m in ('grader.runner', 'grader.core.voc', 'grader.checks', "
+        "'grader.core.cleanup')})\n")
     sandbox = LocalSandbox()
     try:
         sandbox.warm_up(1)
@@ -190,7 +196,6 @@ def test_the_sandbox_sees_the_runners_modules_only(tmp_path: Path) -> None:
     finally:
         sandbox.close()
     lines = dict(line.split(" ", 1) for line in run.stdout.splitlines() if line.startswith(("HOST-ONLY", "RUNNER")))
-    assert lines.get("HOST-ONLY") == str({"grader.shapes": False, "grader.dataset": False, "grader.prepare": False,
-                                          "grader.jobcache": False, "grader.report": False}) + " [] []", run.stdout + run.stderr
-    assert lines.get("RUNNER") == "True " + str({"grader.runner": True, "grader.voc": True, "grader.checks": True,
-                                                 "grader.rubric": True}), run.stdout + run.stderr
+    assert lines.get("HOST-ONLY") == str(dict.fromkeys(HOST_ONLY, False)) + " [] []", run.stdout + run.stderr
+    assert lines.get("RUNNER") == "True " + str({"grader.runner": True, "grader.core.voc": True, "grader.checks": True,
+                                                 "grader.core.cleanup": True}), run.stdout + run.stderr

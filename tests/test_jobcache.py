@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from grader import jobcache
-from grader.jobcache import PREPARED, cache_key, reuse_or_build
-from grader.prepare import prepare_job
+from grader.job import cache as jobcache
+from grader.job.cache import PREPARED, cache_key, reuse_or_build
+from grader.job.prepare import prepare_job
 from grader.rubric import Rubric, parse_rubric, rubric_yaml
 
 UNIT_ONLY = """\

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from grader.intake import Submission, prepare_submission
-from grader.kitnotebook import notebook_of
-from grader.notebooks import RECORD, failed_cells_message, notebook_to_files
+from grader.intake.discover import Submission, prepare_submission
+from grader.kit.notebook import notebook_of
+from grader.intake.notebooks import RECORD, failed_cells_message, notebook_to_files
 from grader.rubric import Rubric
 
 REPO = Path(__file__).resolve().parent.parent
@@ -108,7 +108,7 @@ def test_magics_never_fail_a_cell(tmp_path: Path, magic: str) -> None:
 
 
 def test_nbformat_reads_version_3_and_4_alike() -> None:
-    from grader.notebooks import notebook_to_files
+    from grader.intake.notebooks import notebook_to_files
 
     v3 = {"nbformat": 3, "nbformat_minor": 0, "metadata": {}, "worksheets": [{"cells": [
         {"cell_type": "markdown", "source": ["# text"]},

@@ -1,4 +1,4 @@
-"""grader.outputs: what a sandbox wrote is hostile input. read_stage and the accessors return plain data or
+"""grader.core.outputs: what a sandbox wrote is hostile input. read_stage and the accessors return plain data or
 raise OutputError, whatever the bytes, and never block.
 
 Real files: FIFOs, sockets, links and folders where outputs are expected, and Hypothesis-made JSON and
@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from grader.outputs import MAX_ARRAY_NDIM, MAX_JSON_DEPTH, MAX_JSON_INT, OutputError, StageOutputs, read_stage
+from grader.core.outputs import MAX_ARRAY_NDIM, MAX_JSON_DEPTH, MAX_JSON_INT, OutputError, StageOutputs, read_stage
 
 ALARM_S = 5.0  # generous on a loaded 2-core machine; a blocked open() never returns at all
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])

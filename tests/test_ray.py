@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from grader.batch import GradeOptions, grade_all
-from grader.results import SubmissionResult, read_result
+from grader.batch.batch import GradeOptions, grade_all
+from grader.core.results import SubmissionResult, read_result
 from grader.rubric import Rubric, parse_rubric
 from grader.sandbox import factory
 from grader.sandbox.local import LocalSandbox

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from grader.dataset import IGNORE_INDEX, NUM_CLASSES, generate_embedded_voc, load_split, make_loader, to_tensors
+from grader.data.dataset import IGNORE_INDEX, NUM_CLASSES, generate_embedded_voc, load_split, make_loader, to_tensors
 from reference.segmentation import SegNet, confusion_matrix, mean_iou, overfit_single_example, pixel_accuracy, train
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ from PIL import Image
 
 from grader.report import render_all, render_class_summary, render_student_report
 from grader.report.artifacts import load_overfit, load_train_eval
-from grader.results import write_result
+from grader.core.results import write_result
 from report_samples import (
     BROKEN, ERROR, FAILING_UNIT, INFRA, PASSING, SECRET_AFTER_DUE, SECRET_HIDDEN, SECRET_HIDDEN_DETAIL,
     STUDENTS, TIMEOUT, UNGRADABLE, XSS, build_samples, sample_result,

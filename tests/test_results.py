@@ -1,4 +1,4 @@
-"""grader.results: writing a result is total over what a judge puts in details; reading one refuses any
+"""grader.core.results: writing a result is total over what a judge puts in details; reading one refuses any
 malformed file with ValueError (OSError only when it cannot be read at all)."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from grader.results import (
+from grader.core.results import (
     MAX_DETAIL_DEPTH, MAX_DETAIL_VALUES, CheckResult, SubmissionResult, json_safe, read_result, write_result,
 )
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from grader.batch import GradeOptions, grade_all
-from grader.results import read_result
+from grader.batch.batch import GradeOptions, grade_all
+from grader.core.results import read_result
 from grader.rubric import load_rubric
 from grader.sandbox.local import LocalSandbox
 
@@ -157,7 +157,7 @@ def test_sigterm_mid_batch_is_a_clean_interruption(batch_setup: dict) -> None:
 
 
 def test_signal_handlers_are_the_batch_s_only_while_it_runs() -> None:
-    from grader.interrupts import Terminated, aborting_on_signals
+    from grader.batch.interrupts import Terminated, aborting_on_signals
 
     before, aborted = signal.getsignal(signal.SIGTERM), []
     with pytest.raises(Terminated):

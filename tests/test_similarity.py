@@ -1,4 +1,4 @@
-"""Similar submissions (grader.similarity): a disguised copy is found, honest work and the template are not,
+"""Similar submissions (grader.similarity.compare): a disguised copy is found, honest work and the template are not,
 code is shown escaped, staff files stay owner-only, an unchanged class is not compared again, and a failure
 of the comparison is data, never the batch's crash or a change of any score."""
 from __future__ import annotations
@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from grader import api, cli
-from grader.intake import Submission, discover
-from grader.results import SubmissionResult, write_result
+from grader.intake.discover import Submission, discover
+from grader.core.results import SubmissionResult, write_result
 from grader.rubric import RubricError, parse_rubric
-from grader.similarity import CODE_DIR, code_text, similarity
+from grader.similarity.compare import CODE_DIR, code_text, similarity
 from tests.quick_class import QUICK_RUBRIC
 
 REPO = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ import pytest
 
 from grader.checks import kind_of
 from grader.checks.verdict import JudgeContext, StageResult
-from grader.outputs import OutputError, read_stage
+from grader.core.outputs import OutputError, read_stage
 from grader.rubric import StageBudget
 from grader.sandbox.base import SandboxRun
 
@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_student_code_never_runs_in_the_grader_process(tmp_path: Path, cache_dir: Path) -> None:
-    from grader.batch import GradeOptions, grade_all
+    from grader.batch.batch import GradeOptions, grade_all
     from grader.rubric import parse_rubric
     from grader.sandbox.local import LocalSandbox
 
@@ -39,7 +39,7 @@ def test_student_code_never_runs_in_the_grader_process(tmp_path: Path, cache_dir
 
 
 def test_job_folder_holds_inputs_only(tmp_path: Path, test_rubric, cache_dir: Path) -> None:
-    from grader.jobs import build_job
+    from grader.job.folder import build_job
 
     plan = build_job(test_rubric, job_dir=tmp_path / "job", cache_dir=cache_dir)
     labels = plan.host["full_training"]["eval_labels"]
@@ -87,15 +87,15 @@ def test_oversized_and_malformed_json_are_refused(tmp_path: Path, monkeypatch: p
     (tmp_path / "unit.json").write_text("{not json")
     with pytest.raises(OutputError, match="unreadable"):
         read_stage(tmp_path, "unit")
-    monkeypatch.setattr("grader.outputs.MAX_JSON_BYTES", 10)
+    monkeypatch.setattr("grader.core.outputs.MAX_JSON_BYTES", 10)
     _write_stage(tmp_path, {"c": {"ok": True}})
     with pytest.raises(OutputError, match="over the"):
         read_stage(tmp_path, "unit")
 
 
 def test_a_malformed_output_fails_only_its_check(tmp_path: Path, test_rubric, cache_dir: Path) -> None:
-    from grader.expected import expected_outputs
-    from grader.jobs import build_job
+    from grader.job.expected import expected_outputs
+    from grader.job.folder import build_job
 
     plan = build_job(test_rubric, job_dir=tmp_path / "job", cache_dir=cache_dir)
     spec = test_rubric.check("bilinear_kernel")

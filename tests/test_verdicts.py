@@ -18,11 +18,11 @@ import pytest
 from grader.checks import KINDS, confusion_matrix, mean_iou, pixel_accuracy, transpose_conv
 from grader.checks.forbidden import OpRecorder, describe, detected
 from grader.checks.verdict import JobPlan, JudgeContext, StageResult
-from grader.expected import expected_outputs
-from grader.jobs import JobBuilder
-from grader.outputs import read_stage
-from grader.pipeline import _skip_reason
-from grader.results import CheckResult
+from grader.job.expected import expected_outputs
+from grader.job.folder import JobBuilder
+from grader.core.outputs import read_stage
+from grader.batch.pipeline import _skip_reason
+from grader.core.results import CheckResult
 from grader.rubric import StageBudget, load_rubric, parse_rubric
 from grader.runner import StageWriter
 from grader.sandbox.base import SandboxRun

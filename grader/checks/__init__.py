@@ -19,7 +19,7 @@ Adding a kind (say ``dice``):
 2. One line in ``_MODULES`` below.
 3. Tests: the reference passes it and a planted bug fails it with the message a student needs
    (tests/test_checks.py shows the pattern); a rubric using it validates (tests/test_rubric.py).
-Heavy libraries come through ``grader.heavy`` (loaded on first use): the light host core imports this
+Heavy libraries come through ``grader.core.lazy`` (loaded on first use): the light host core imports this
 registry to read rubrics.
 """
 from __future__ import annotations

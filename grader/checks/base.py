@@ -81,13 +81,13 @@ class CheckKind:
     spec: type[CheckSpec]
     budget: str
     functions: tuple[str, ...]
-    inputs: Callable[[Any, Any], tuple[dict, dict[str, Any]]]  # (spec, grader.jobs.JobBuilder)
+    inputs: Callable[[Any, Any], tuple[dict, dict[str, Any]]]  # (spec, grader.job.folder.JobBuilder)
     run: Callable[[Any, dict, Path, Any, str], None]  # (student, config, job_dir, grader.runner.StageWriter, device)
     judge: Callable[[Any, Any, Any], Any]  # (spec, verdict.StageResult, verdict.JudgeContext) -> verdict.Judged
     hint: str = ""
     validate: Callable[[Any, str], None] = lambda spec, where: None
     cases: Callable[[Any], list] | None = None  # unit kinds: spec -> its seeded cases (host and preparation)
-    retry: Retry | None = None  # a second chance (grader.pipeline runs it only when ``retry.wanted``)
+    retry: Retry | None = None  # a second chance (grader.batch.pipeline runs it only when ``retry.wanted``)
 
     def stage(self, spec: CheckSpec) -> str:
         """The sandbox stage that runs ``spec``: ``unit`` (shared) or the check's own id."""

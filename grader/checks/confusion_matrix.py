@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from grader.checks.metric_cases import label_map_pairs
 from grader.checks.unit import UnitCase, UnitSpec, unit_kind
-from grader.heavy import numpy as np
+from grader.core.lazy import numpy as np
 
 __all__ = ["KIND", "ConfusionMatrixSpec", "REQUIREMENTS", "make_cases"]
 

@@ -20,18 +20,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from grader import metrics
+from grader.core import metrics
 from grader.checks.base import CheckKind, CheckSpec, Retry, RubricError
 from grader.checks.nets import build_model, losses_of
 from grader.checks.verdict import JudgeContext, Judged, StageResult, oneline, problem_or_crash, result
-from grader.heavy import LazyModule
-from grader.heavy import numpy as np
-from grader.heavy import torch
-from grader.outputs import OutputError
+from grader.core.lazy import LazyModule
+from grader.core.lazy import numpy as np
+from grader.core.lazy import torch
+from grader.core.outputs import OutputError
 
 __all__ = ["KIND", "FullTrainingSpec", "RETRY_SEED_OFFSET", "band_score", "retry_seed", "trivial_floor"]
 
-voc = LazyModule("grader.voc")  # the loader and the class names (numpy, PIL, torch: loaded on first use)
+voc = LazyModule("grader.core.voc")  # the loader and the class names (numpy, PIL, torch: loaded on first use)
 RETRY_SEED_OFFSET = 1000  # the retry's seed: the check's + this (derived, fixed: the same submission, the same grade)
 _EPS = 1e-9  # 0.5 - 0.03 is 0.47000000000000003: a run at exactly the margin's edge is inside it
 
@@ -48,7 +48,7 @@ class FullTrainingSpec(CheckSpec):
     retry_margin: float = 0.0  # > 0: a mIoU below the bar by at most this is retrained once; the better counts
 
     def net_sizes(self, rubric: Any) -> tuple[tuple[int, int], ...]:
-        """The (H, W) this check feeds the net: what it needs of a required model_shapes (grader.pipeline)."""
+        """The (H, W) this check feeds the net: what it needs of a required model_shapes (grader.batch.pipeline)."""
         return ((rubric.dataset.size, rubric.dataset.size),)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from grader.checks.unit import UnitCase
-from grader.heavy import numpy as np
+from grader.core.lazy import numpy as np
 
 __all__ = ["VOID", "label_map_pairs", "confusion_cases"]
 

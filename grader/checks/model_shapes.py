@@ -3,7 +3,7 @@ parameter count lies in a band.
 
 Its verdict per input size is kept in ``details["sizes"]`` (``hw``, ``ok``: the forward ran and gave the
 right shape, ``problem``), so a check that requires this one runs whenever the sizes IT feeds the net
-worked (``grader.pipeline``): an odd-size crop costs model_shapes alone. The sizes a dependent check needs
+worked (``grader.batch.pipeline``): an odd-size crop costs model_shapes alone. The sizes a dependent check needs
 (its spec's ``net_sizes(rubric)``: overfit's image_size, full training's dataset.size) are forwarded too;
 those not among ``input_sizes`` are recorded in ``sizes`` with ``counted: false`` and do not change this
 check's verdict.
@@ -17,9 +17,9 @@ from typing import Any
 from grader.checks.base import CheckKind, CheckSpec
 from grader.checks.nets import build_model
 from grader.checks.verdict import JudgeContext, Judged, StageResult, oneline, problem_or_crash, result
-from grader.heavy import numpy as np
-from grader.heavy import torch
-from grader.outputs import OutputError
+from grader.core.lazy import numpy as np
+from grader.core.lazy import torch
+from grader.core.outputs import OutputError
 
 __all__ = ["KIND", "ModelShapesSpec"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from grader.heavy import numpy as np
-from grader.heavy import torch
+from grader.core.lazy import numpy as np
+from grader.core.lazy import torch
 
 __all__ = ["seed_everything", "build_model", "losses_of"]
 

@@ -13,18 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from grader import metrics
+from grader.core import metrics
 from grader.checks.base import CheckKind, CheckSpec
 from grader.checks.nets import build_model, losses_of
 from grader.checks.verdict import JudgeContext, Judged, StageResult, problem_or_crash, result, stage_problem
-from grader.heavy import LazyModule
-from grader.heavy import numpy as np
-from grader.heavy import torch
-from grader.outputs import OutputError
+from grader.core.lazy import LazyModule
+from grader.core.lazy import numpy as np
+from grader.core.lazy import torch
+from grader.core.outputs import OutputError
 
 __all__ = ["KIND", "OverfitSpec", "cross_entropy"]
 
-voc = LazyModule("grader.voc")  # IGNORE_INDEX (numpy and PIL: loaded on first use)
+voc = LazyModule("grader.core.voc")  # IGNORE_INDEX (numpy and PIL: loaded on first use)
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class OverfitSpec(CheckSpec):
     example_index: int = 0  # which training image
 
     def net_sizes(self, rubric: Any) -> tuple[tuple[int, int], ...]:
-        """The (H, W) this check feeds the net: what it needs of a required model_shapes (grader.pipeline)."""
+        """The (H, W) this check feeds the net: what it needs of a required model_shapes (grader.batch.pipeline)."""
         return ((self.image_size, self.image_size),)
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from grader.checks.forbidden import DEFAULT_TRANSPOSE_CONV
 from grader.checks.unit import UnitCase, UnitSpec, unit_kind
-from grader.heavy import numpy as np
+from grader.core.lazy import numpy as np
 
 __all__ = ["KIND", "TransposeConvSpec", "REQUIREMENTS", "make_cases"]
 

@@ -2,7 +2,7 @@
 
 A unit kind (transpose_conv, bilinear_kernel, the three metrics) is its rubric fields plus a ``cases(spec)``
 maker; ``unit_kind`` builds the rest. Its cases are pure functions of the rubric (the same rubric always
-makes the same cases), written into the job as .npy arrays; ``grader.expected`` computes the reference's
+makes the same cases), written into the job as .npy arrays; ``grader.job.expected`` computes the reference's
 output of every case on the host (in the trusted preparation process). Inside the sandbox all unit checks
 share one run (stage ``unit``); each case's output is recorded under its id (``<check id>-<n>``).
 
@@ -21,10 +21,10 @@ from typing import Any, Callable, Literal
 from grader.checks import forbidden as ops
 from grader.checks.base import CheckKind, CheckSpec
 from grader.checks.verdict import JudgeContext, Judged, StageResult, crashed, oneline, result, stage_problem
-from grader.heavy import numpy as np
-from grader.heavy import torch
-from grader.outputs import OutputError, StageOutputs
-from grader.results import CheckResult
+from grader.core.lazy import numpy as np
+from grader.core.lazy import torch
+from grader.core.outputs import OutputError, StageOutputs
+from grader.core.results import CheckResult
 
 __all__ = ["UnitCase", "UnitSpec", "unit_kind", "run_cases", "judge_cases"]
 

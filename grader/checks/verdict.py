@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from grader.checks.base import CheckSpec, StageBudget
-from grader.heavy import numpy as np
-from grader.outputs import StageOutputs
-from grader.results import CheckResult
+from grader.core.lazy import numpy as np
+from grader.core.outputs import StageOutputs
+from grader.core.results import CheckResult
 from grader.sandbox.base import SandboxRun, says_out_of_memory
 
 __all__ = ["JobPlan", "StageResult", "JudgeContext", "Judged", "result", "skipped", "not_run", "stage_problem",
@@ -41,7 +41,7 @@ class StageResult:
 @dataclass(frozen=True)
 class JudgeContext:
     plan: JobPlan
-    expected: dict[str, Any]  # unit case id -> grader.expected.Expected
+    expected: dict[str, Any]  # unit case id -> grader.job.expected.Expected
     num_classes: int
 
 

@@ -1,7 +1,7 @@
 """Feedback pages: one self-contained HTML report per student and a class summary for TAs.
 
 Built from result.json files (and the artefacts beside them) only, so re-rendering never regrades. The names
-below are imported on first use (PEP 562): ``grader.export`` needs ``grader.report.collect`` only, and an
+below are imported on first use (PEP 562): ``grader.report.export`` needs ``grader.report.collect`` only, and an
 unchanged regrade must not pay for Jinja2.
 """
 from __future__ import annotations

@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from grader.results import SubmissionResult, read_result
+from grader.core.results import SubmissionResult, read_result
 
 __all__ = ["Unreadable", "Loaded", "student_dirs", "collect", "check_order", "miou_of"]
 

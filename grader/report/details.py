@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from grader.report.artifacts import OverfitArtifact, TrainEvalArtifact
-from grader.dataset import NUM_CLASSES, VOC_CLASSES
+from grader.data.dataset import NUM_CLASSES, VOC_CLASSES
 
 __all__ = [
     "UnitView", "ModelView", "OverfitView", "IoURow", "TrainingView",

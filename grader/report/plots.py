@@ -18,7 +18,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from grader.dataset import IGNORE_INDEX, VOC_CLASSES, voc_palette
+from grader.data.dataset import IGNORE_INDEX, VOC_CLASSES, voc_palette
 
 __all__ = [
     "png_data_uri", "colorize_mask", "loss_curve", "segmentation_rows", "confusion_heatmap",

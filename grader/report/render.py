@@ -12,7 +12,7 @@ from pathlib import Path
 
 from grader.report import views
 from grader.report.env import render_page
-from grader.results import SubmissionResult, read_result
+from grader.core.results import SubmissionResult, read_result
 
 __all__ = ["render_student_report"]
 

@@ -16,7 +16,7 @@ from urllib.parse import quote
 from grader.report.collect import Loaded, Unreadable, check_order, collect, miou_of
 from grader.report.details import fmt
 from grader.report.env import render_page
-from grader.results import SubmissionResult
+from grader.core.results import SubmissionResult
 
 __all__ = ["ProblemRow", "CheckRow", "StudentRow", "SimilarRow", "SimilarityView", "Summary", "summarize",
            "render_class_summary"]
@@ -68,12 +68,12 @@ class SimilarRow:
 
 @dataclass(frozen=True)
 class SimilarityView:
-    """The "Similar pairs" section: pairs at or above the rubric's threshold (grader.similarity)."""
+    """The "Similar pairs" section: pairs at or above the rubric's threshold (grader.similarity.compare)."""
 
     threshold: str
     students: int  # submissions compared
     pairs: int  # rows of similarity.csv
-    rows: tuple[SimilarRow, ...]  # the most similar (at most grader.similarity_pages.MAX_PAGES)
+    rows: tuple[SimilarRow, ...]  # the most similar (at most grader.similarity.pages.MAX_PAGES)
     more: int  # pairs at or above the threshold not in ``rows`` (similarity.csv has them)
     missing: tuple[str, ...]  # graded students whose code was not available
     error: str | None

@@ -13,7 +13,7 @@ from typing import Any
 
 from grader.report import details as dv
 from grader.report.artifacts import load_overfit, load_train_eval
-from grader.results import CheckResult, SubmissionResult
+from grader.core.results import CheckResult, SubmissionResult
 
 __all__ = ["STATUS_LABELS", "CheckView", "Total", "Banner", "ProvenanceView", "check_view", "total",
            "banner", "provenance_view"]

@@ -29,7 +29,7 @@ import signal
 import stat
 from pathlib import Path
 
-__all__ = ["MARKER", "HOST_ONLY_MODULES", "SUBMISSION_UIDS", "confine", "prctl", "set_parent_death_signal", "visible_package"]
+__all__ = ["MARKER", "SANDBOX_PACKAGES", "SANDBOX_VISIBLE", "SUBMISSION_UIDS", "confine", "prctl", "set_parent_death_signal", "visible_package"]
 
 MARKER = "[sandbox] isolation: "
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x10000000, 0x20000000, 0x40000000
@@ -41,17 +41,14 @@ SUBMISSION_UIDS = range(100_000, 200_000)  # reserved for students, as the Docke
 MB = 1024 * 1024
 _libc = ctypes.CDLL(None, use_errno=True)
 
-# The grader modules a stage must not see (nor import, nor read): the dataset generator and everything that
-# prepares, grades or reports a batch. A DENY-list rather than an allow-list computed from what the runner
-# imported: the runner and the check modules (grader.checks.*) import some modules lazily, inside a stage,
-# and a module missing there would fail an honest student's check, silently; a host-only module imported
-# by the fork server's preload, on the other hand, is refused loudly at server start (forkserver), because
-# its code would sit in every stage's memory whatever the files show. Names are top-level modules/packages.
-HOST_ONLY_MODULES = frozenset({
-    "__main__", "shapes", "dataset", "evalsecret", "prepare", "expected", "jobcache", "jobs", "intake",
-    "archives", "lms", "notebooks", "batch", "grading", "pipeline", "api", "cli", "distributed", "executors",
-    "gradescope", "export", "report", "cleanup", "cleancopy", "interrupts", "progress", "terminal",
-})
+# What a stage is shown of the ``grader`` package: an ALLOW-list of its top-level entries. The packages are
+# grouped by who may see them (README, "Layout"): ``core`` (results, the output reader, metrics, lazy imports,
+# cleanup, the VOC loader), ``checks`` (one module per check kind), ``sandbox`` (the engines, the fork server)
+# and the runner. Everything else (intake, data with the generator and the evaluation key, job, batch, kit,
+# similarity, report, the rubric, the CLI) is host only and simply absent inside. tests/test_imports.py fails
+# when the runner's import closure leaves this list; the fork server refuses to start if its preload did.
+SANDBOX_VISIBLE = ("__init__.py", "runner.py", "core", "checks", "sandbox")
+SANDBOX_PACKAGES = frozenset(n.removesuffix(".py") for n in SANDBOX_VISIBLE if n != "__init__.py")
 
 # The one writable tmpfs: its sub-folders and where the stage sees them (scratch and out: cfg's paths).
 SHARED_TMP = (("tmp", "/tmp"), ("var-tmp", "/var/tmp"), ("shm", "/dev/shm"))
@@ -63,17 +60,14 @@ KEYCTL_JOIN_SESSION_KEYRING, KEYCTL_CLEAR, KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_
 
 
 def visible_package(package: str) -> list[str]:
-    """The files and folders of the ``grader`` package at ``package`` that a stage is shown (each bound in
-    on its own): all but HOST_ONLY_MODULES, their compiled ``__pycache__`` files included."""
-    shown = []
-    for entry in sorted(os.scandir(package), key=lambda e: e.name):
-        if entry.name.split(".")[0] in HOST_ONLY_MODULES or entry.is_symlink():
-            continue
-        if entry.name == "__pycache__" and entry.is_dir():
-            shown += [os.path.join(entry.path, n) for n in sorted(os.listdir(entry.path))
-                      if n.split(".")[0] not in HOST_ONLY_MODULES]
-        else:
-            shown.append(entry.path)
+    """The files and folders of the ``grader`` package at ``package`` that a stage is shown (each bound in on
+    its own): SANDBOX_VISIBLE and the compiled files of its top-level modules, nothing else."""
+    shown = [os.path.join(package, n) for n in SANDBOX_VISIBLE
+             if os.path.exists(os.path.join(package, n)) and not os.path.islink(os.path.join(package, n))]
+    cache = os.path.join(package, "__pycache__")
+    if os.path.isdir(cache) and not os.path.islink(cache):
+        shown += [os.path.join(cache, n) for n in sorted(os.listdir(cache))
+                  if n.split(".")[0] in {"__init__", "runner"}]
     return shown
 
 

@@ -45,7 +45,7 @@ def make_sandbox(kind: str = "local", *, image: str | None = None, gpus: tuple[s
 
         return LocalSandbox()
     if kind == "docker":
-        from grader.sandbox.docker import docker_sandbox_for_cli
+        from grader.sandbox.container.engine import docker_sandbox_for_cli
 
         return docker_sandbox_for_cli(image=image, gpus=tuple(gpus))
     raise ValueError(f"unknown sandbox {kind!r}: choose one of {', '.join(KINDS)}")

@@ -2,7 +2,7 @@
 
 ``python -s -m grader.sandbox.forkserver --fd N --parent-pid P`` is started by ``grader.sandbox.local``, and
 ``... --listen /ctl/server.sock --clean /tmp --clean /scratch`` is PID 1 of one submission's container
-(``grader.sandbox.docker``); never by hand. Starting a Python that imports torch costs about 2 s on a small machine; paid by every stage of
+(``grader.sandbox.container.engine``); never by hand. Starting a Python that imports torch costs about 2 s on a small machine; paid by every stage of
 every submission it was most of what grading a submission cost beyond its own work (bench/overhead.py). Here
 it is paid once per server: each stage is a ``fork()`` of this process, confined (``confine.confine``) before
 any student code runs, then either running ``grader.runner`` in the child or exec'ing a command.
@@ -42,17 +42,17 @@ import sys
 import time
 import traceback
 
-from grader.sandbox.confine import HOST_ONLY_MODULES, MARKER, confine, prctl, set_parent_death_signal
+from grader.sandbox.confine import SANDBOX_PACKAGES, MARKER, confine, prctl, set_parent_death_signal
 
 __all__ = ["main", "PRELOAD"]
 
 # Imported once by the server, so no stage pays for them: what the runner, its dataset loader and most
-# submissions use. Trusted code only (importing grader.dataset reads no data). torch._dynamo: the first
+# submissions use. Trusted code only (importing grader.data.dataset reads no data). torch._dynamo: the first
 # optimizer a process constructs imports it (~1 s on a small machine), so every training stage (overfit,
 # train) would pay it again; torchvision costs little more once it is loaded (it imports it too).
-# grader.voc, not grader.dataset: that one imports the dataset generator, which no stage may hold in memory.
+# grader.core.voc, not grader.data.dataset: that one imports the dataset generator, which no stage may hold in memory.
 PRELOAD = ("numpy", "torch", "torch.nn", "torch.nn.functional", "torch.optim", "torch._dynamo", "torchvision",
-           "grader.runner", "grader.voc")
+           "grader.runner", "grader.core.voc")
 KILL_GRACE_S = 5.0  # after SIGTERM to a stage's relay (it copies the out folder out), SIGKILL its process group
 
 
@@ -236,10 +236,10 @@ def _preload() -> None:
             if name != "torchvision":
                 raise
     host_only = sorted(m for m in sys.modules if m.split(".")[:1] == ["grader"] and m.count(".") >= 1
-                       and m.split(".")[1] in HOST_ONLY_MODULES)
+                       and m.split(".")[1] not in SANDBOX_PACKAGES)
     if host_only:  # its code and data would be in every stage's memory, whatever the files show
         raise RuntimeError(f"the fork server's preload imported host-only modules {host_only}: a stage must not "
-                           "hold them (confine.HOST_ONLY_MODULES); import what the runner needs from elsewhere")
+                           "hold them (outside confine.SANDBOX_VISIBLE); import what the runner needs from elsewhere")
     # The preloaded objects are shared copy-on-write with every stage, until something writes to their
     # pages: a full collection in the stage writes into every tracked object's header, copying the whole
     # heap page by page (it cost a unit stage ~0.3 s). Frozen, the stages' collections skip them.

@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, sys.argv[1])
-from grader.interrupts import aborting_on_signals  # noqa: E402 (the repo root is put on sys.path just above)
-from grader.sandbox import image  # noqa: E402
+from grader.batch.interrupts import aborting_on_signals  # noqa: E402 (the repo root is put on sys.path just above)
+from grader.sandbox.container import image  # noqa: E402
 from grader.sandbox.base import SandboxRequest  # noqa: E402
-from grader.sandbox.docker import DockerSandbox  # noqa: E402
-from grader.sandbox.docker_daemon import connect  # noqa: E402
+from grader.sandbox.container.engine import DockerSandbox  # noqa: E402
+from grader.sandbox.container.daemon import connect  # noqa: E402
 
 work, mode = Path(sys.argv[2]), sys.argv[3]
 client = connect()

@@ -1,0 +1,241 @@
+"""The path of one submission: stages in the sandbox, judged on the host, scored, written atomically.
+
+``Batch`` holds what is computed once per batch (job folder, expected outputs); ``grade_submission`` runs
+one student's stages in order, skipping a stage whose checks cannot run (missing function, a required
+check failed), runs a check's second-chance stage only when its kind asks (``_second_chance``), and turns
+every failure into data.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from grader import __version__
+from grader.checks import KINDS, stage_of
+from grader.checks.verdict import JudgeContext, Judged, StageResult, not_run, oneline, result, skipped
+from grader.core.cleanup import remove_tree
+from grader.intake.discover import Rejected, Submission
+from grader.intake.notebooks import failed_cells_message
+from grader.core.outputs import OutputError, StageOutputs, read_stage
+from grader.core.results import CheckResult, SubmissionResult
+from grader.rubric import CheckSpec, Rubric
+from grader.sandbox.base import InfrastructureError, Sandbox, SandboxRequest, runner_device
+from grader.batch.scoring import score_submission
+
+__all__ = ["Batch", "grade_submission", "judge_behind_barrier", "rejected_result", "write_artifacts"]
+
+INFRA_RETRIES = 2
+
+
+@dataclass(frozen=True)
+class Batch:
+    rubric: Rubric
+    ctx: JudgeContext
+    sandbox: Sandbox
+    hidden_paths: tuple[Path, ...]  # what the student must not see (reference/, cache with labels, results)
+    scratch: Path  # where per-run folders are made (not hidden)
+    device: str = "cpu"
+    gpu: str | None = None
+    gpu_memory_fraction: float | None = None  # K jobs share a GPU: each stage's cap (1/K), set by the runner
+    provenance: dict = field(default_factory=dict)
+
+
+def _run_stage(batch: Batch, sub: Submission, stage: str, run_dir: Path, *, budget_of: str | None = None) -> StageResult:
+    """Run ``stage`` under the budget of stage ``budget_of`` (default: its own; a retry runs under its check's)."""
+    out = run_dir / stage
+    budget = batch.rubric.budget(budget_of or stage)
+    request = SandboxRequest(submission_dir=sub.path, job_dir=batch.ctx.plan.job_dir, out_dir=out, stage=stage,
+                             timeout_s=budget.timeout_s, memory_mb=budget.memory_mb, threads=batch.rubric.threads,
+                             gpu=batch.gpu, hidden_paths=batch.hidden_paths,
+                             gpu_memory_fraction=batch.gpu_memory_fraction if batch.gpu is not None else None,
+                             max_output_bytes=batch.rubric.max_output_kb * 1024)
+    for attempt in range(INFRA_RETRIES + 1):
+        remove_tree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        try:
+            run = batch.sandbox.run(request)
+            _refuse_wrong_device(batch, run.stderr)
+            break
+        except InfrastructureError:
+            if attempt == INFRA_RETRIES:
+                raise
+            time.sleep(1 + attempt)
+    try:
+        return StageResult(stage, run, read_stage(out, stage), budget)
+    except OutputError as exc:
+        return StageResult(stage, run, StageOutputs(out, {}), budget, problem=str(exc))
+    except Exception as exc:  # noqa: BLE001 - the fault barrier: unreadable output is this stage's problem
+        return StageResult(stage, run, StageOutputs(out, {}), budget, problem=f"{type(exc).__name__}: {oneline(exc)}")
+
+
+def _refuse_wrong_device(batch: Batch, stderr: str) -> None:
+    """A GPU batch whose stage could not use its GPU must not be graded on the CPU (wrong budgets, and not
+    what the TA asked for): that is the machine's fault, never the student's."""
+    said = runner_device(stderr)
+    if batch.device == "cuda" and said and not said.startswith("cuda"):
+        raise InfrastructureError(f"GPU {batch.gpu} cannot be used inside the {batch.sandbox.name} sandbox "
+                                  f"({said}); check `nvidia-smi` and torch.cuda.is_available() with the grader's "
+                                  "Python, or grade without --gpus")
+
+
+def _import_verdict(stage: StageResult) -> tuple[str | None, set[str], str]:
+    """(ungradable reason, names present, why checks are skipped)."""
+    err = stage.outputs.record("import_error")
+    names = stage.outputs.record("names") or {}
+    if err and err.get("syntax"):
+        return (f"segmentation.py does not compile: {err.get('error')}. Fix the syntax error (run "
+                "`python segmentation.py` locally) and resubmit.", set(), "")
+    if err:
+        return None, set(), f"importing segmentation.py raised {oneline(err.get('error'))}"
+    if stage.run.timed_out:
+        return None, set(), f"importing segmentation.py took longer than {stage.budget.timeout_s:g} s"
+    present = names.get("present")
+    if not isinstance(present, list):
+        return None, set(), f"importing segmentation.py crashed the interpreter (exit code {stage.run.exit_code})"
+    return None, {n for n in present if isinstance(n, str)}, ""
+
+
+def grade_submission(batch: Batch, sub: Submission) -> tuple[SubmissionResult, dict]:
+    """Grade one submission. Returns the result and the artefacts (npz name -> arrays) for the report."""
+    rubric, durations, stages, artifacts = batch.rubric, {}, {}, {}
+    results: dict[str, CheckResult] = {}
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{sub.student[:40]}-", dir=batch.scratch))
+    try:
+        stages["import"] = _run_stage(batch, sub, "import", run_dir)
+        durations["import"] = round(stages["import"].run.duration_s, 3)
+        ungradable, present, import_skip = _import_verdict(stages["import"])
+        if ungradable:
+            return _finish(batch, sub, [skipped(c, "the submission does not compile") for c in rubric.checks],
+                           durations, stages, status="ungradable", message=ungradable), {}
+        for check in rubric.checks:
+            why = _skip_reason(check, present, import_skip, results, rubric)
+            if why:  # the student's own failure (missing name, failed prerequisite) fails the check
+                results[check.id] = skipped(check, why) if import_skip else not_run(check, why)
+                continue
+            stage = stage_of(check)
+            if stage not in stages:
+                stages[stage] = _run_stage(batch, sub, stage, run_dir)
+                durations[stage] = round(stages[stage].run.duration_s, 3)
+            judged = _second_chance(batch, sub, check, judge_behind_barrier(check, stages[stage], batch.ctx),
+                                    stages, durations, run_dir)
+            results[check.id] = judged.result
+            artifacts.update(judged.artifacts)
+        message = f"Nothing was graded: {import_skip}. Run `python segmentation.py` locally to see why." \
+            if import_skip else failed_cells_message(stages["import"].outputs.record("names"))
+        return _finish(batch, sub, list(results.values()), durations, stages, message=message), artifacts
+    except InfrastructureError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the fault barrier around the whole submission, past the judges'
+        why = f"{type(exc).__name__}: {oneline(exc)}"
+        checks = [results.get(c.id) or result(c, "error", 0.0, f"Not judged: the grader could not process this "
+                                                 f"submission's outputs ({why}).") for c in rubric.checks]
+        return _finish(batch, sub, checks, durations, stages, message=f"Partly graded: {why}. The checks judged "
+                       "before it keep their scores."), {}
+    finally:
+        batch.sandbox.end_submission(sub.path)
+        remove_tree(run_dir, ignore_errors=True)
+
+
+def judge_behind_barrier(check: CheckSpec, stage: StageResult, ctx: JudgeContext) -> Judged:
+    """The check's verdict; whatever its judge raises on this submission's (hostile) outputs becomes this
+    check's ``error`` result with the reason, and the other checks keep their scores."""
+    try:
+        judged = KINDS[check.kind].judge(check, stage, ctx)
+        json.dumps(judged.result.details, default=str)  # details that cannot be written fail here, not later
+        return judged
+    except InfrastructureError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the fault barrier: one submission's odd output is its result
+        return Judged(result(check, "error", 0.0, f"The {stage.stage} stage's output could not be judged: "
+                             f"{type(exc).__name__}: {oneline(exc)}. Check what your function returns "
+                             "(type, shape, dtype) against the template's docstring."))
+
+
+def _second_chance(batch: Batch, sub: Submission, check: CheckSpec, first: Judged, stages: dict,
+                   durations: dict, run_dir: Path) -> Judged:
+    """The kind's retry (``grader.checks.base.Retry``): its stage ``<id>.retry`` is run, once, only when the
+    first verdict asks for it (else nothing is started), judged like the first, and the kind says which
+    verdict counts. A fault of the trusted hooks on odd outputs leaves the first verdict (the barrier)."""
+    kind = KINDS[check.kind]
+    try:
+        if kind.retry is None or not kind.retry.wanted(check, first):
+            return first
+    except Exception:  # noqa: BLE001 - the fault barrier: a verdict the hook cannot read gets no second run
+        return first
+    name = kind.retry_stage(check)
+    stages[name] = _run_stage(batch, sub, name, run_dir, budget_of=stage_of(check))
+    durations[name] = round(stages[name].run.duration_s, 3)
+    second = judge_behind_barrier(check, stages[name], batch.ctx)
+    try:
+        return kind.retry.combine(check, first, second)
+    except Exception:  # noqa: BLE001 - the fault barrier: the first verdict stands
+        return first
+
+
+def _skip_reason(check: CheckSpec, present: set[str], import_skip: str, results: dict[str, CheckResult],
+                 rubric: Rubric) -> str:
+    if import_skip:
+        return import_skip
+    missing = [n for n in KINDS[check.kind].functions if n not in present]
+    if missing:
+        return f"segmentation.py does not define {', '.join(f'`{n}`' for n in missing)}"
+    unmet = [why for req in check.requires if (why := _unmet(check, req, results.get(req), rubric))]
+    return "; ".join(unmet)
+
+
+def _unmet(check: CheckSpec, req: str, done: CheckResult | None, rubric: Rubric) -> str:
+    """Why the required check ``req`` keeps ``check`` from running, or "" when it does not: it passed, or its
+    per-size verdicts (``details["sizes"]``, model_shapes) show that every input size ``check`` feeds the net
+    (its spec's ``net_sizes``) worked. A failure elsewhere (an odd size, the parameter band) does not break
+    this check's inputs, so it costs the required check alone."""
+    if done is not None and done.status == "passed":
+        return ""
+    why = f"it requires {req} to pass first"
+    verdicts = done.details.get("sizes") if done is not None and hasattr(check, "net_sizes") else None
+    if not isinstance(verdicts, list):
+        return why
+    by_size = {tuple(v["hw"]): v for v in verdicts if isinstance(v, dict) and isinstance(v.get("hw"), list)}
+    needed = check.net_sizes(rubric)
+    if any(hw not in by_size for hw in needed):  # never tried at a size this check needs: no evidence
+        return why
+    broken = [hw for hw in needed if not by_size[hw].get("ok")]
+    if not broken:
+        return ""
+    h, w = broken[0]
+    return f"{why}: SegNet failed at {h}x{w}, the input size this check feeds it ({by_size[broken[0]].get('problem')})"
+
+
+def _finish(batch: Batch, sub: Submission, checks: list[CheckResult], durations: dict, stages: dict,
+            *, status: str = "graded", message: str = "") -> SubmissionResult:
+    isolation = {s: r.run.isolation for s, r in stages.items()}
+    devices = {s: runner_device(r.run.stderr) for s, r in stages.items()}
+    provenance = {**batch.provenance, "submission_hash": sub.content_hash, "durations_s": durations,
+                  "device_by_stage": devices,
+                  "sandbox": {**batch.sandbox.describe(), "isolation": next(iter(isolation.values()), "")},
+                  "graded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  "intake_notes": list(sub.notes)}
+    return score_submission(student=sub.student, checks=checks, rubric=batch.rubric, status=status,
+                            message=message, provenance=provenance)
+
+
+def rejected_result(rubric: Rubric, rejected: Rejected) -> SubmissionResult:
+    checks = [skipped(c, "the submission could not be read") for c in rubric.checks]
+    return score_submission(student=rejected.student, checks=checks, rubric=rubric, status="ungradable",
+                            message=f"{rejected.reason} (from {rejected.source}). Fix it and resubmit.",
+                            provenance={"grader_version": __version__, "python_version": platform.python_version()})
+
+
+def write_artifacts(student_dir: Path, artifacts: dict[str, dict[str, np.ndarray]]) -> None:
+    folder = student_dir / "artifacts"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, arrays in artifacts.items():
+        tmp = folder / f".{name}.tmp.npz"
+        np.savez_compressed(tmp, **arrays)
+        tmp.replace(folder / f"{name}.npz")

@@ -1,0 +1,1 @@
+"""Host only. The dataset API, the embedded generator and the per-installation evaluation key."""

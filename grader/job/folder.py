@@ -1,0 +1,90 @@
+"""The job folder: every input the sandbox may see, written ONCE per batch and shared read-only.
+
+What goes in: job.json (each stage's config: the unit cases, and per net check its seed, epochs and array
+files; a check whose kind has a ``retry`` also gets stage ``<id>.retry``'s config), the unit cases' arrays, and what each check kind's ``inputs`` writes (the overfit example — a
+TRAINING image and its mask —, the training split, the evaluation IMAGES). What stays on the host, in the
+returned ``JobPlan``: per check id the arrays only the host may see (evaluation labels ...), and the unit
+cases with their metadata for feedback.
+
+``build_job`` reads the dataset (torchvision), so it runs in the trusted preparation process
+(``grader.job.prepare``), not in the grader's own process; ``unit_cases`` is numpy-only and runs in both.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from grader.checks import KINDS, stage_of
+from grader.checks.verdict import JobPlan
+from grader.data.dataset import dataset_hash, embedded_voc_root, load_split
+from grader.rubric import Rubric
+
+__all__ = ["JOB_SCHEMA", "JobBuilder", "build_job", "data_root", "unit_cases"]
+
+JOB_SCHEMA = 2  # 2: stages keyed by check id; unit checks grouped under stages.unit.checks
+
+
+def data_root(rubric: Rubric, *, cache_dir: Path | None = None) -> Path:
+    """The folder that holds VOCdevkit/VOC2012: the real one, or the embedded one (generated once)."""
+    ds = rubric.dataset
+    if ds.kind == "voc":
+        return Path(ds.voc_root).expanduser()
+    return embedded_voc_root(cache_dir=cache_dir, n_train=ds.n_train, n_val=ds.n_val, size=ds.size, seed=ds.seed)
+
+
+def unit_cases(rubric: Rubric) -> dict[str, list]:
+    """check id -> its unit cases, in rubric order (deterministic: seeded by the rubric alone)."""
+    return {c.id: KINDS[c.kind].cases(c) for c in rubric.checks if KINDS[c.kind].cases is not None}
+
+
+class JobBuilder:
+    """What a kind's ``inputs`` writes through: the job folder, and the dataset (read on first use)."""
+
+    def __init__(self, rubric: Rubric, job_dir: Path, cache_dir: Path | None) -> None:
+        self.rubric, self.job_dir, self.cache_dir = rubric, job_dir, cache_dir
+        self._root: Path | None = None
+        self.dataset_hash = ""
+
+    def save(self, rel: str, array: Any) -> str:
+        """Write ``array`` as ``job_dir/rel`` (.npy, no pickle); returns ``rel`` for the stage config."""
+        path = self.job_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, array, allow_pickle=False)
+        return rel
+
+    def split(self, name: str, *, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(images (N, 3, S, S) uint8, masks (N, S, S) uint8) of a dataset split, resized to ``size``."""
+        if self._root is None:
+            self._root = data_root(self.rubric, cache_dir=self.cache_dir)
+            self.dataset_hash = dataset_hash(self._root)
+        return load_split(self._root, name, size=size)
+
+
+def build_job(rubric: Rubric, *, job_dir: Path, cache_dir: Path | None = None, device: str = "cpu") -> JobPlan:
+    """Write the job folder and return the plan, in THIS process (which then imports torchvision)."""
+    if job_dir.exists():
+        shutil.rmtree(job_dir)
+    job_dir.mkdir(parents=True)
+    builder = JobBuilder(rubric, job_dir, cache_dir)
+    stages: dict[str, dict] = {"import": {}}
+    host: dict[str, dict[str, np.ndarray]] = {}
+    for check in rubric.checks:
+        config, host[check.id] = KINDS[check.kind].inputs(check, builder)
+        config = {"id": check.id, "kind": check.kind, **config}
+        stage = stage_of(check)
+        if stage == "unit":
+            stages.setdefault("unit", {"checks": []})["checks"].append(config)
+        else:
+            stages[stage] = config
+            retry = KINDS[check.kind].retry
+            again = retry.config(check, config) if retry is not None else None
+            if again is not None:  # its second chance: run only when the first verdict asks (grader.batch.pipeline)
+                stages[KINDS[check.kind].retry_stage(check)] = again
+    config = {"schema": JOB_SCHEMA, "threads": rubric.threads, "device": device, "stages": stages}
+    (job_dir / "job.json").write_text(json.dumps(config, indent=1))
+    return JobPlan(job_dir=job_dir, cases=unit_cases(rubric), host={k: v for k, v in host.items() if v},
+                   dataset_hash=builder.dataset_hash)

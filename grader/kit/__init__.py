@@ -1,0 +1,1 @@
+"""Host only. The student kit: where the checkout's reference lives, the handout, the kit notebook."""

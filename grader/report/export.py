@@ -1,0 +1,133 @@
+"""Gradebook exports: grades.csv for a spreadsheet, and Gradescope's results.json for one submission.
+
+Both read SubmissionResult (result.json) only. The Gradescope format follows the autograder
+specification (gradescope-autograders.readthedocs.io, "Autograder Specifications": top-level score,
+execution_time, output, visibility, stdout_visibility, tests[], leaderboard[]).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+from grader.report.collect import check_order, collect, miou_of
+from grader.core.results import CheckResult, SubmissionResult, write_json_atomic
+
+__all__ = ["GRADESCOPE_VISIBILITY", "GradescopeInfrastructureError", "write_grades_csv", "gradescope_results",
+           "write_gradescope_results"]
+
+# Our visibility -> Gradescope's. "hidden" becomes "after_published": like our released report, the
+# student sees the name and score once grades are published, and the output we give it is never the
+# check's message (see _test).
+GRADESCOPE_VISIBILITY = {"visible": "visible", "after_due_date": "after_due_date", "hidden": "after_published"}
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet would run these as formulas
+
+
+class GradescopeInfrastructureError(RuntimeError):
+    """The grader itself failed on this submission: no honest score exists, so none is written."""
+
+
+def _cell_text(text: str) -> str:
+    # Student ids come from folder names; a leading "=" would become a live formula in Excel/LibreOffice.
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def _number(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return ""
+    return f"{value:.4f}".rstrip("0").rstrip(".")
+
+
+def write_grades_csv(out_dir: Path) -> Path:
+    """Write ``out_dir/grades.csv``: one row per student folder.
+
+    Columns: student, status, total, max, one column per check id (its score, rubric order as the
+    results list them), miou. ``total`` is blank for infrastructure errors (no grade exists yet) and 0
+    for ungradable submissions; a folder whose result.json cannot be read gets status "unreadable".
+    """
+    out_dir = Path(out_dir)
+    loaded, unreadable = collect(out_dir)
+    results = [x.result for x in loaded]
+    check_ids = [check_id for check_id, _ in check_order(results)]
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(["student", "status", "total", "max", *check_ids, "miou"])
+    for result in sorted(results, key=lambda r: r.student):
+        scores = {c.id: c.score for c in result.checks}
+        total = None if result.status == "infrastructure_error" else result.score
+        writer.writerow([_cell_text(result.student), result.status, _number(total), _number(result.max_score),
+                         *(_number(scores.get(i)) for i in check_ids), _number(miou_of(result))])
+    for item in unreadable:
+        writer.writerow([_cell_text(item.student), "unreadable", "", "", *([""] * len(check_ids)), ""])
+    path = out_dir / "grades.csv"
+    path.write_text(buffer.getvalue(), encoding="utf-8", newline="")
+    return path
+
+
+def _test(check: CheckResult, number: int) -> dict[str, Any]:
+    output = check.message
+    if check.visibility == "hidden":
+        output = "Hidden check: only its score is released."  # never the message: it may name the hidden case
+    return {
+        "name": check.name, "number": str(number), "score": float(check.score), "max_score": float(check.max_score),
+        "status": "passed" if check.status == "passed" else "failed", "output": output, "output_format": "text",
+        "visibility": GRADESCOPE_VISIBILITY.get(check.visibility, "after_published")
+    }
+
+
+def _summary_text(result: SubmissionResult) -> str:
+    lines = [f"Autograder score: {result.score:g} / {result.max_score:g}"]
+    lines += [f"- {c.name}: {c.status}" for c in result.checks if c.visibility == "visible"]
+    pending = sum(c.visibility != "visible" for c in result.checks)
+    if pending:
+        lines.append(f"{pending} more check(s) are shown after the due date / when grades are published.")
+    return "\n".join(lines)
+
+
+def _leaderboard(result: SubmissionResult) -> list[dict[str, Any]]:
+    visible = any(c.id == "full_training" and c.visibility == "visible" for c in result.checks)
+    miou = miou_of(result)
+    if miou is None or not visible:  # a leaderboard entry would leak a score the student may not see yet
+        return []
+    return [{"name": "mIoU", "value": round(miou, 4), "order": "desc"}]
+
+
+def gradescope_results(result: SubmissionResult, *, leaderboard: bool = True) -> dict[str, Any]:
+    """The Gradescope ``results.json`` object for one submission.
+
+    - graded: ``score`` is the total; one test per check with its score, ``status`` "passed"/"failed",
+      the check's message as ``output`` and its visibility (``hidden`` -> ``after_published`` with the
+      message withheld); ``execution_time`` is the sum of the stage durations (whole seconds);
+      ``leaderboard`` holds the mIoU when asked for and the full-training check is visible.
+    - ungradable: ``score`` 0 and the reason in ``output`` (the student must resubmit).
+    - infrastructure_error: raises GradescopeInfrastructureError. Writing 0 would record a grade the
+      student did not earn; with no results.json Gradescope shows an autograder failure instead, which
+      is the honest outcome, and the submission can be rerun.
+    """
+    if result.status == "infrastructure_error":
+        raise GradescopeInfrastructureError(f"grader failure for {result.student}: {result.message}")
+    durations = (result.provenance or {}).get("durations_s") or {}
+    execution_time = round(sum(v for v in durations.values() if isinstance(v, (int, float))))
+    data: dict[str, Any] = {
+        "score": float(result.score) if result.status == "graded" else 0.0,
+        "execution_time": int(execution_time), "output_format": "text", "visibility": "visible",
+        "stdout_visibility": "hidden",  # stdout is the grader's log, for staff
+    }
+    if result.status == "ungradable":
+        data["output"] = f"Your submission could not be graded: {result.message}\nFix it and resubmit."
+        data["tests"] = []
+        return data
+    data["output"] = _summary_text(result)
+    data["tests"] = [_test(c, n) for n, c in enumerate(result.checks, start=1)]
+    if leaderboard:
+        data["leaderboard"] = _leaderboard(result)
+    return data
+
+
+def write_gradescope_results(result: SubmissionResult, path: Path, *, leaderboard: bool = True) -> Path:
+    """Write ``gradescope_results(result)`` to ``path`` (usually /autograder/results/results.json)
+    atomically. Raises GradescopeInfrastructureError for an infrastructure error, writing nothing."""
+    write_json_atomic(Path(path), gradescope_results(result, leaderboard=leaderboard))
+    return Path(path)

@@ -1,0 +1,1 @@
+"""The Docker engine: the daemon, one container per submission, warm spares, the test image."""

@@ -1,0 +1,1 @@
+"""Host only, staff only. Similar pairs of submissions and their side-by-side pages."""
