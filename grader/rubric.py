@@ -20,6 +20,7 @@ import yaml
 
 from grader.checks import KINDS, stage_of
 from grader.checks.base import CheckSpec, RubricError, StageBudget
+from grader.gradebook.late import LatePolicy
 
 __all__ = [
     "RubricError", "Rubric", "DatasetSpec", "SimilaritySpec", "StageBudget", "Budgets", "CheckSpec", "CHECK_KINDS",
@@ -75,6 +76,7 @@ class Rubric:
     dataset: DatasetSpec = DatasetSpec()
     budgets: Budgets = Budgets()
     similarity: SimilaritySpec = SimilaritySpec()
+    late: LatePolicy | None = None  # the late policy (grader.gradebook.late); applied on top, never regrades
     num_classes: int = 21
     threads: int = 2  # torch threads inside each sandbox (fixed: same submission, same grade)
     max_output_kb: int = 64  # stdout/stderr kept per stage
@@ -119,8 +121,8 @@ def parse_rubric(text: str) -> Rubric:
 
 def _grading_hash(data: dict) -> str:
     """What a result depends on: the rubric's values, not its comments or layout, and not the staff-only
-    ``similarity`` section (tuning the threshold must not regrade a class)."""
-    graded = {k: v for k, v in data.items() if k != "similarity"}
+    ``similarity`` and ``late`` sections (tuning the threshold or the due date must not regrade a class)."""
+    graded = {k: v for k, v in data.items() if k not in ("similarity", "late")}  # staff-only: never regrade
     return hashlib.sha256(json.dumps(graded, sort_keys=True, default=str).encode()).hexdigest()
 
 

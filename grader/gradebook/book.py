@@ -1,0 +1,121 @@
+"""The gradebook of an output folder: every result with its layers (overrides, lateness) applied.
+
+Files in the output folder, all the staff's and never written by grading (so ``--regrade`` keeps them):
+
+- ``overrides.csv``: ``student,check,points,adjust,comment,by`` (``grader.gradebook.overrides``);
+- ``extensions.csv``: ``student,due`` (a new due date, with a zone or in the policy's timezone);
+- ``submission_times.csv``: ``student,submitted_at`` (e.g. from Canvas), over what intake recorded;
+- ``late_policy.json``: the rubric's ``late:`` section as of the last ``grade`` / ``report --rubric``,
+  so ``grader report DIR`` applies it without the rubric.
+
+A student in these files is named by the folder name or an id the LMS knows (``identity.aliases``).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+
+from grader.batch.scoring import FinalGrade, final_grade
+from grader.checks.base import RubricError
+from grader.core.results import SubmissionResult, write_json_atomic
+from grader.gradebook import identity
+from grader.gradebook.csvfile import GradebookError, read_rows
+from grader.gradebook.late import LatePolicy, lateness, parse_moment
+from grader.gradebook.overrides import OVERRIDES, Override, by_student, read_overrides, validate_overrides
+from grader.report.collect import Unreadable, collect
+
+__all__ = ["EXTENSIONS", "TIMES", "POLICY", "Gradebook", "load_gradebook", "save_policy", "load_policy"]
+
+EXTENSIONS = "extensions.csv"
+TIMES = "submission_times.csv"
+POLICY = "late_policy.json"
+
+
+@dataclass(frozen=True)
+class Gradebook:
+    results: dict[str, SubmissionResult]  # folder name -> result
+    grades: dict[str, FinalGrade]
+    unreadable: tuple[Unreadable, ...] = ()
+    dirs: dict[str, Path] = field(default_factory=dict)  # folder name -> its folder
+
+
+def save_policy(out_dir: Path, policy: LatePolicy | None) -> None:
+    """Record the rubric's late policy in the output folder (removed when the rubric has none)."""
+    path = Path(out_dir) / POLICY
+    if policy is None:
+        path.unlink(missing_ok=True)
+    else:
+        write_json_atomic(path, policy.to_json())
+
+
+def load_policy(out_dir: Path) -> LatePolicy | None:
+    path = Path(out_dir) / POLICY
+    if not path.exists():
+        return None
+    try:
+        return LatePolicy(**json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, RubricError) as exc:
+        raise GradebookError(f"{path}: unreadable ({exc}); run `grader report DIR --rubric RUBRIC` to write it "
+                             "again") from None
+
+
+def _timed(path: Path | None, column: str, names: dict[str, str], zone: str | None) -> dict[str, datetime]:
+    """student -> time, from a two-column staff file; a row naming no known student is an error."""
+    if path is None:
+        return {}
+    out: dict[str, datetime] = {}
+    for row in read_rows(path, required=("student", column)):
+        where = f"{path}: line {row.line}"
+        student = names.get(row.get("student"))
+        if student is None:
+            raise GradebookError(f"{where}: unknown student {row.get('student')!r}; use the folder name or an "
+                                 "LMS id the results carry")
+        if student in out:
+            raise GradebookError(f"{where}: {student} appears twice; keep one row per student")
+        try:
+            out[student] = parse_moment(row.get(column), zone=zone, where=f"{where}: {column}")
+        except ValueError as exc:
+            raise GradebookError(str(exc)) from None
+    return out
+
+
+def _default(out_dir: Path, given: Path | None, name: str) -> Path | None:
+    if given is not None:
+        if not Path(given).is_file():
+            raise GradebookError(f"{given}: no such file")
+        return Path(given)
+    path = out_dir / name
+    return path if path.is_file() else None
+
+
+def load_gradebook(out_dir: Path, *, overrides: Path | None = None, extensions: Path | None = None,
+                   times: Path | None = None, policy: LatePolicy | None | str = "saved") -> Gradebook:
+    """Every readable result of ``out_dir`` with its final grade. ``overrides``/``extensions``/``times``:
+    files elsewhere than the output folder; ``policy``: a late policy, None for none, "saved" for the one
+    recorded in the folder. Raises GradebookError naming the file and line of any bad staff row."""
+    out_dir = Path(out_dir)
+    loaded, unreadable = collect(out_dir)
+    results = {x.result.student: x.result for x in loaded}
+    late_policy = load_policy(out_dir) if policy == "saved" else policy
+    assert late_policy is None or isinstance(late_policy, LatePolicy)
+    names = identity.aliases(list(results.values()))
+    zone = late_policy.timezone if late_policy else None
+    rows = ()
+    if path := _default(out_dir, overrides, OVERRIDES):
+        rows = tuple(_renamed(o, names) for o in read_overrides(path))
+        validate_overrides(rows, path=path, results=results)
+    ext = _timed(_default(out_dir, extensions, EXTENSIONS), "due", names, zone)
+    when = _timed(_default(out_dir, times, TIMES), "submitted_at", names, zone)
+    mine = by_student(rows)
+    grades = {}
+    for student, result in sorted(results.items()):
+        late = lateness(late_policy, when.get(student) or identity.submitted_at(result),
+                        extension=ext.get(student), lms_late=identity.lms_late(result))
+        grades[student] = final_grade(result, mine.get(student, ()), late)
+    return Gradebook(results, grades, tuple(unreadable), {x.result.student: x.student_dir for x in loaded})
+
+
+def _renamed(o: Override, names: dict[str, str]) -> Override:  # a row may name the student by an LMS id
+    return replace(o, student=names.get(o.student, o.student))
