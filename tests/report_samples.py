@@ -30,6 +30,7 @@ RUBRIC = (
     ("full_training", "Full training (mIoU)", 30.0, "after_due_date"),
     ("metrics_hidden", "Metrics on hidden edge cases", 10.0, "hidden"),
 )
+KIND_OF = {"metrics_hidden": "mean_iou"}  # the others are named after their kind
 XSS = "<script>alert(1)</script>"
 SECRET_HIDDEN = "SECRET-HIDDEN-MESSAGE all-void image gave nan"
 SECRET_HIDDEN_DETAIL = "SECRET-HIDDEN-ARG"
@@ -104,7 +105,8 @@ def _check(index: int, status: str, score: float | None = None, message: str = "
     check_id, name, max_score, visibility = RUBRIC[index]
     score = max_score if score is None and status == "passed" else (score or 0.0)
     return CheckResult(id=check_id, name=name, score=score, max_score=max_score, status=status,
-                       visibility=visibility, message=message, details=details or {})
+                       visibility=visibility, message=message, details=details or {},
+                       kind=KIND_OF.get(check_id, check_id))
 
 
 def _checks_for(student: str) -> tuple[CheckResult, ...]:
@@ -183,9 +185,9 @@ def _write_artifacts(student_dir: Path, seed: int) -> None:
     folder = student_dir / "artifacts"
     folder.mkdir(parents=True, exist_ok=True)
     target = _shapes_mask(rng)
-    np.savez(folder / "overfit.npz", image=_image(target, rng), target=target, pred=_noisy(target, rng, 0.02))
+    np.savez(folder / "overfit.overfit.npz", image=_image(target, rng), target=target, pred=_noisy(target, rng, 0.02))
     targets = np.stack([_shapes_mask(rng) for _ in range(8)])
-    np.savez(folder / "train_eval.npz", images=np.stack([_image(t, rng) for t in targets]), targets=targets,
+    np.savez(folder / "full_training.train_eval.npz", images=np.stack([_image(t, rng) for t in targets]), targets=targets,
              preds=np.stack([_noisy(t, rng, f) for t, f in zip(targets, np.linspace(0.01, 0.5, 8))]),
              per_image_miou=np.linspace(0.95, 0.2, 8))
 

@@ -189,9 +189,9 @@ def test_malformed_artifacts_are_ignored_not_unpickled(tmp_path: Path) -> None:
     np.savez(folder / "overfit.npz", image=np.array([object()], dtype=object), target=np.zeros((4, 4), np.uint8),
              pred=np.zeros((4, 4), np.uint8))
     np.savez(folder / "train_eval.npz", images=np.zeros((2, 3, 4, 4), np.float32))  # wrong dtype, missing keys
-    assert load_overfit(tmp_path) is None and load_train_eval(tmp_path) is None
+    assert load_overfit(folder / "overfit.npz") is None and load_train_eval(folder / "train_eval.npz") is None
     (folder / "overfit.npz").write_bytes(b"not a zip")
-    assert load_overfit(tmp_path) is None
+    assert load_overfit(folder / "overfit.npz") is None
 
 
 def test_only_changed_skips_reports_whose_inputs_did_not_change(tmp_path: Path) -> None:

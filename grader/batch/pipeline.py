@@ -45,6 +45,7 @@ class Batch:
     gpu: str | None = None
     gpu_memory_fraction: float | None = None  # K jobs share a GPU: each stage's cap (1/K), set by the runner
     provenance: dict = field(default_factory=dict)
+    torch_home: Path | None = None  # the course's pretrained weights, read-only in every stage (grader.weights)
 
 
 def _run_stage(batch: Batch, sub: Submission, stage: str, run_dir: Path, *, budget_of: str | None = None) -> StageResult:
@@ -55,7 +56,7 @@ def _run_stage(batch: Batch, sub: Submission, stage: str, run_dir: Path, *, budg
                              timeout_s=budget.timeout_s, memory_mb=budget.memory_mb, threads=batch.rubric.threads,
                              gpu=batch.gpu, hidden_paths=batch.hidden_paths,
                              gpu_memory_fraction=batch.gpu_memory_fraction if batch.gpu is not None else None,
-                             max_output_bytes=batch.rubric.max_output_kb * 1024)
+                             max_output_bytes=batch.rubric.max_output_kb * 1024, torch_home=batch.torch_home)
     for attempt in range(INFRA_RETRIES + 1):
         remove_tree(out, ignore_errors=True)
         out.mkdir(parents=True)
@@ -126,7 +127,8 @@ def grade_submission(batch: Batch, sub: Submission) -> tuple[SubmissionResult, d
             judged = _second_chance(batch, sub, check, judge_behind_barrier(check, stages[stage], batch.ctx),
                                     stages, durations, run_dir)
             results[check.id] = judged.result
-            artifacts.update(judged.artifacts)
+            # keyed by check id: two checks of one kind keep their own (report: View.artifact)
+            artifacts.update({f"{check.id}.{name}": arrays for name, arrays in judged.artifacts.items()})
         message = f"Nothing was graded: {import_skip}. Run `python segmentation.py` locally to see why." \
             if import_skip else failed_cells_message(stages["import"].outputs.record("names"))
         return _finish(batch, sub, list(results.values()), durations, stages, message=message), artifacts
@@ -191,25 +193,16 @@ def _skip_reason(check: CheckSpec, present: set[str], import_skip: str, results:
 
 
 def _unmet(check: CheckSpec, req: str, done: CheckResult | None, rubric: Rubric) -> str:
-    """Why the required check ``req`` keeps ``check`` from running, or "" when it does not: it passed, or its
-    per-size verdicts (``details["sizes"]``, model_shapes) show that every input size ``check`` feeds the net
-    (its spec's ``net_sizes``) worked. A failure elsewhere (an odd size, the parameter band) does not break
-    this check's inputs, so it costs the required check alone."""
+    """Why the required check ``req`` keeps ``check`` from running, or "" when it does not: it passed, or
+    its kind's prerequisite hook (``CheckKind.prerequisite``) finds that what ``check`` needs of it worked."""
     if done is not None and done.status == "passed":
         return ""
     why = f"it requires {req} to pass first"
-    verdicts = done.details.get("sizes") if done is not None and hasattr(check, "net_sizes") else None
-    if not isinstance(verdicts, list):
+    hook = KINDS[rubric.check(req).kind].prerequisite if done is not None else None
+    verdict = hook(done, check, rubric) if hook is not None else None
+    if verdict is None:
         return why
-    by_size = {tuple(v["hw"]): v for v in verdicts if isinstance(v, dict) and isinstance(v.get("hw"), list)}
-    needed = check.net_sizes(rubric)
-    if any(hw not in by_size for hw in needed):  # never tried at a size this check needs: no evidence
-        return why
-    broken = [hw for hw in needed if not by_size[hw].get("ok")]
-    if not broken:
-        return ""
-    h, w = broken[0]
-    return f"{why}: SegNet failed at {h}x{w}, the input size this check feeds it ({by_size[broken[0]].get('problem')})"
+    return f"{why}: {verdict}" if verdict else ""
 
 
 def _finish(batch: Batch, sub: Submission, checks: list[CheckResult], durations: dict, stages: dict,

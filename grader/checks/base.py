@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-__all__ = ["RubricError", "CheckSpec", "CheckKind", "Retry", "StageBudget", "Visibility", "STAGE_BUDGETS",
+__all__ = ["RubricError", "CheckSpec", "CheckKind", "Retry", "View", "StageBudget", "Visibility", "STAGE_BUDGETS",
            "RETRY_SUFFIX"]
 
 Visibility = Literal["visible", "hidden", "after_due_date"]
@@ -56,6 +56,29 @@ class Retry:
 
 
 @dataclass(frozen=True)
+class View:
+    """How the reports show a check of this kind: plain data the host-only report package reads (a kind never
+    imports the report: kinds are imported inside the sandbox too, grader.sandbox.confine.SANDBOX_VISIBLE).
+
+    - ``section``: the report section that draws the check's details: a key of
+      ``grader.report.views.SECTIONS`` ("unit": the smallest failing case; "model": output shape per input;
+      "overfit": loss curve and the example; "training": loss, per-class IoU, confusion, best/worst images),
+      each drawn by the macro of the same name in templates/checks.html.j2. None: the details as raw JSON.
+    - ``artifact``: the name, in ``Judged.artifacts``, of the arrays that section draws; the pipeline saves
+      them as ``artifacts/<check id>.<artifact>.npz``, so two checks of one kind keep their own pictures.
+    - ``metric``: the ``details`` key of the number that ranks a class (full training's mIoU): the ``miou``
+      column of grades.csv and of the class summary, its histogram, and Gradescope's leaderboard. The first
+      check (rubric order) whose kind names a metric and that measured it gives the number.
+    - ``metric_lines``: ``details`` keys of that check drawn as lines on the histogram (the band's floor, bar).
+    """
+
+    section: str | None = None
+    artifact: str | None = None
+    metric: str | None = None
+    metric_lines: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class CheckKind:
     """One kind of check, whole: what a newcomer reads to know what the kind does and where.
 
@@ -75,6 +98,12 @@ class CheckKind:
     - ``hint``: one sentence shown with a failure.
     - ``cases(spec)`` (unit kinds only): the check's seeded cases, rebuilt on the host for the feedback.
     - ``retry`` (optional, own-stage kinds): a second run near a decision boundary (``Retry``).
+    - ``view``: how the reports draw its results (``View``); the default shows the details as raw JSON.
+    - ``reads_dataset``: whether its inputs come from the dataset (the job cache then keys a prepared job by
+      the evaluation key, ``grader.job.cache``). True, the safe default, unless the kind never reads it.
+    - ``prerequisite(result, dependent, rubric) -> str | None`` (optional): when a check of this kind did NOT
+      pass, may a check that ``requires`` it still run? "" yes; a reason (shown to the student) no; None: no
+      evidence either way (the default "it requires <id> to pass first"). model_shapes answers per input size.
     """
 
     name: str
@@ -88,6 +117,9 @@ class CheckKind:
     validate: Callable[[Any, str], None] = lambda spec, where: None
     cases: Callable[[Any], list] | None = None  # unit kinds: spec -> its seeded cases (host and preparation)
     retry: Retry | None = None  # a second chance (grader.batch.pipeline runs it only when ``retry.wanted``)
+    view: View = View()
+    reads_dataset: bool = True
+    prerequisite: Callable[[Any, Any, Any], str | None] | None = None  # (CheckResult, dependent spec, Rubric)
 
     def stage(self, spec: CheckSpec) -> str:
         """The sandbox stage that runs ``spec``: ``unit`` (shared) or the check's own id."""

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from grader.core import metrics
-from grader.checks.base import CheckKind, CheckSpec, Retry, RubricError
+from grader.checks.base import CheckKind, CheckSpec, Retry, RubricError, View
 from grader.checks.nets import build_model, losses_of
 from grader.checks.verdict import JudgeContext, Judged, StageResult, oneline, problem_or_crash, result
 from grader.core.lazy import LazyModule
@@ -188,4 +188,5 @@ def better_of_two(spec: FullTrainingSpec, first: Judged, second: Judged) -> Judg
 
 KIND = CheckKind(name="full_training", spec=FullTrainingSpec, budget="train", functions=("SegNet", "train"),
                  inputs=inputs, run=run, judge=judge, validate=validate,
-                 retry=Retry(config=retry_config, wanted=wants_retry, combine=better_of_two))
+                 retry=Retry(config=retry_config, wanted=wants_retry, combine=better_of_two),
+                 view=View(section="training", artifact="train_eval", metric="miou", metric_lines=("floor", "bar")))

@@ -3,7 +3,7 @@ parameter count lies in a band.
 
 Its verdict per input size is kept in ``details["sizes"]`` (``hw``, ``ok``: the forward ran and gave the
 right shape, ``problem``), so a check that requires this one runs whenever the sizes IT feeds the net
-worked (``grader.batch.pipeline``): an odd-size crop costs model_shapes alone. The sizes a dependent check needs
+worked (``unmet``, the kind's prerequisite hook): an odd-size crop costs model_shapes alone. The sizes a dependent check needs
 (its spec's ``net_sizes(rubric)``: overfit's image_size, full training's dataset.size) are forwarded too;
 those not among ``input_sizes`` are recorded in ``sizes`` with ``counted: false`` and do not change this
 check's verdict.
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from grader.checks.base import CheckKind, CheckSpec
+from grader.checks.base import CheckKind, CheckSpec, View
 from grader.checks.nets import build_model
 from grader.checks.verdict import JudgeContext, Judged, StageResult, oneline, problem_or_crash, result
 from grader.core.lazy import numpy as np
@@ -107,5 +107,25 @@ def _forward(stage: StageResult, i: int, want: tuple[int, int, int, int]) -> tup
     return list(y.shape), None
 
 
+def unmet(done: Any, dependent: Any, rubric: Any) -> str | None:
+    """The prerequisite hook: this check did not pass; may ``dependent`` (which requires it) run anyway? ""
+    when its per-size verdicts (``details["sizes"]``) show that every input size ``dependent`` feeds the net
+    (its spec's ``net_sizes``) worked: a failure elsewhere (an odd size, the parameter band) does not break
+    the dependent's inputs. The failing size, named, when one it needs broke; None without evidence (a
+    dependent that feeds no net, a size never tried, a crash that left no per-size verdicts)."""
+    verdicts = done.details.get("sizes") if hasattr(dependent, "net_sizes") else None
+    if not isinstance(verdicts, list):
+        return None
+    by_size = {tuple(v["hw"]): v for v in verdicts if isinstance(v, dict) and isinstance(v.get("hw"), list)}
+    needed = dependent.net_sizes(rubric)
+    if any(hw not in by_size for hw in needed):  # never tried at a size the dependent needs: no evidence
+        return None
+    broken = [hw for hw in needed if not by_size[hw].get("ok")]
+    if not broken:
+        return ""
+    h, w = broken[0]
+    return f"SegNet failed at {h}x{w}, the input size this check feeds it ({by_size[broken[0]].get('problem')})"
+
+
 KIND = CheckKind(name="model_shapes", spec=ModelShapesSpec, budget="model", functions=("SegNet",), inputs=inputs,
-                 run=run, judge=judge)
+                 run=run, judge=judge, view=View(section="model"), reads_dataset=False, prerequisite=unmet)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from grader.core import metrics
-from grader.checks.base import CheckKind, CheckSpec
+from grader.checks.base import CheckKind, CheckSpec, View
 from grader.checks.nets import build_model, losses_of
 from grader.checks.verdict import JudgeContext, Judged, StageResult, problem_or_crash, result, stage_problem
 from grader.core.lazy import LazyModule
@@ -126,4 +126,4 @@ def judge(spec: OverfitSpec, stage: StageResult, ctx: JudgeContext) -> Judged:
 
 
 KIND = CheckKind(name="overfit", spec=OverfitSpec, budget="overfit", functions=("SegNet", "overfit_single_example"),
-                 inputs=inputs, run=run, judge=judge)
+                 inputs=inputs, run=run, judge=judge, view=View(section="overfit", artifact="overfit"))

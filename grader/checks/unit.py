@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from grader.checks import forbidden as ops
-from grader.checks.base import CheckKind, CheckSpec
+from grader.checks.base import CheckKind, CheckSpec, View
 from grader.checks.verdict import JudgeContext, Judged, StageResult, crashed, oneline, result, stage_problem
 from grader.core.lazy import numpy as np
 from grader.core.lazy import torch
@@ -70,7 +70,7 @@ def unit_kind(name: str, spec: type[UnitSpec], function: str, cases: Callable[[A
         return judge_cases(spec, stage, ctx, hint=hint)
 
     return CheckKind(name=name, spec=spec, budget="unit", functions=(function,), inputs=inputs, run=run_cases,
-                     judge=judge, hint=hint, cases=cases)
+                     judge=judge, hint=hint, cases=cases, view=View(section="unit"), reads_dataset=False)
 
 
 def _write_case(job: Any, case: UnitCase) -> dict:
@@ -83,12 +83,16 @@ def _write_case(job: Any, case: UnitCase) -> dict:
 
 def run_cases(student: Any, config: dict, job: Path, writer: Any, device: str) -> None:
     """Call the student's function on every case; a raised exception is recorded as data for the judge.
-    A guarded check (``record_ops``) records the torch operations each call reached, around that call only."""
+    A guarded check (``record_ops``) records the torch operations each call reached, around that call only.
+    The inputs come from ``config["loaded"]`` (read by the runner before the import, ``grader.runner.seal_cases``:
+    the job's files are sealed by then), else from the job folder."""
+    loaded = config.get("loaded")
     for case in config["cases"]:
         fn = getattr(student, case["function"], None)
         if fn is None:
             continue
-        args = [torch.from_numpy(np.load(job / a, allow_pickle=False)) for a in case["arrays"]]
+        args = [torch.from_numpy(loaded[a] if loaded is not None else np.load(job / a, allow_pickle=False))
+                for a in case["arrays"]]
         recorder = ops.OpRecorder() if config.get("record_ops") else None
         try:
             if recorder is None:
@@ -163,7 +167,20 @@ def judge_cases(spec: UnitSpec, stage: StageResult, ctx: JudgeContext, *, hint: 
     if missing == len(cases) and (problem := stage_problem(spec, stage) or crashed(spec, stage)):
         return Judged(problem)
     verdict = _verdict(spec, stage, cases, failures, missing, hint)
-    return Judged(_forbidden_verdict(spec, verdict, hits, cases) if hits else verdict)
+    verdict = _forbidden_verdict(spec, verdict, hits, cases) if hits else verdict
+    return Judged(_import_flag(spec, verdict, stage))
+
+
+def _import_flag(spec: UnitSpec, verdict: CheckResult, stage: StageResult) -> CheckResult:
+    """What the module reached while it was imported (``import_ops``, recorded by the runner): flagged for staff
+    review, never scored (an honest notebook may compare its function with the built-in in a demo cell)."""
+    rec = stage.outputs.record("import_ops") or {}
+    found = ops.detected(getattr(spec, "forbidden", ()), rec.get("ops")) if isinstance(rec, dict) else []
+    if not found:
+        return verdict
+    return replace(verdict, details={**verdict.details, "review": True, "import_detected": sorted(set(found))},
+                   message=f"{verdict.message} Flagged for staff review (not scored): while it was imported, the "
+                           f"module reached {ops.describe(found)}.")
 
 
 def _verdict(spec: UnitSpec, stage: StageResult, cases: list[UnitCase], failures: list[tuple[UnitCase, dict]],

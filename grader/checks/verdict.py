@@ -53,7 +53,7 @@ class Judged:
 
 def result(spec: CheckSpec, status: str, score: float, message: str, **details: Any) -> CheckResult:
     return CheckResult(id=spec.id, name=spec.name, score=round(score, 4), max_score=spec.points, status=status,
-                       visibility=spec.visibility, message=message, details=details)
+                       visibility=spec.visibility, message=message, details=details, kind=spec.kind)
 
 
 def skipped(spec: CheckSpec, why: str) -> CheckResult:

@@ -1,7 +1,8 @@
 """Results: small frozen dataclasses, and their one on-disk form (result.json, schema 1).
 
 Reports and exports read ONLY result.json (and the artefacts saved beside it), so this module is the
-contract between grading and feedback. Writes are atomic (temp file + rename): a grader killed mid-write
+contract between grading and feedback. A check carries its ``kind``, so a report finds the training check
+by what it is, whatever the rubric calls it; a file written before kinds were recorded reads with kind "". Writes are atomic (temp file + rename): a grader killed mid-write
 leaves the old file or the new one, never a torn one.
 
 Writing a result is total over what a judge may put in the free-form parts (a check's ``details``, the
@@ -49,6 +50,7 @@ class CheckResult:
     visibility: str  # one of VISIBILITIES
     message: str  # one or two sentences for the student
     details: dict[str, Any] = field(default_factory=dict)  # JSON-able, check-specific (see README)
+    kind: str = ""  # the rubric's kind (grader.checks.KINDS): reports find checks by it, never by id; "" unknown
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ class SubmissionResult:
 
     def to_json(self) -> dict[str, Any]:
         """The on-disk form; details and provenance made JSON-safe, scores checked finite (ValueError)."""
-        checks = [{"id": c.id, "name": c.name, "score": _finite(c.score, f"check {c.id!r}'s score"),
+        checks = [{"id": c.id, "kind": c.kind, "name": c.name, "score": _finite(c.score, f"check {c.id!r}'s score"),
                    "max_score": _finite(c.max_score, f"check {c.id!r}'s max score"), "status": c.status,
                    "visibility": c.visibility, "message": c.message, "details": json_safe(c.details)}
                   for c in self.checks]
@@ -190,7 +192,7 @@ def _scalar_text(value: Any) -> str:
     return text if len(text) <= _MAX_TEXT else text[:_MAX_TEXT] + f"... (cut: {len(text) - _MAX_TEXT} more characters)"
 
 
-_CHECK_KEYS = frozenset({"id", "name", "score", "max_score", "status", "visibility", "message", "details"})
+_CHECK_KEYS = frozenset({"id", "kind", "name", "score", "max_score", "status", "visibility", "message", "details"})
 _SUBMISSION_KEYS = frozenset({"schema", "student", "status", "score", "max_score", "checks", "message", "provenance"})
 
 
@@ -222,7 +224,8 @@ def _check(data: Any, index: int) -> CheckResult:
                        score=_number(data, "score", where), max_score=_number(data, "max_score", where),
                        status=_choice(data, "status", CHECK_STATUSES, where),
                        visibility=_choice(data, "visibility", VISIBILITIES, where),
-                       message=_text(data, "message", where), details=_mapping(data, "details", where))
+                       message=_text(data, "message", where), details=_mapping(data, "details", where),
+                       kind=_text(data, "kind", where, default=""))  # written before kinds travelled: ""
 
 
 def _known_keys(data: dict, allowed: frozenset[str], where: str) -> None:

@@ -29,27 +29,16 @@ from pathlib import Path
 from typing import Callable
 
 import grader
+from grader.checks import KINDS
 from grader.kit import checkout as kit
 from grader.data.evalsecret import installation_secret, secret_fingerprint
 from grader.rubric import Rubric
 from grader.sandbox.base import InfrastructureError
 
-__all__ = ["PREPARED", "cache_key", "eval_key_fingerprint", "installed_version", "reference_dir", "reuse_or_build"]
+__all__ = ["PREPARED", "cache_key", "eval_key_fingerprint", "installed_version", "reuse_or_build"]
 
 PREPARED = "prepared"
 _VERSIONED = ("torch", "torchvision", "numpy")
-# Kinds whose inputs never come from the dataset; any other kind (a new one too) counts as reading it, so
-# its entry is keyed by the evaluation secret: the safe default.
-_NO_DATASET_KINDS = frozenset({"transpose_conv", "bilinear_kernel", "confusion_matrix", "mean_iou",
-                               "pixel_accuracy", "model_shapes"})
-
-
-def reference_dir() -> Path:
-    """reference/ beside the grader package (``grader.kit.checkout``: found by path, never imported here)."""
-    folder = kit.reference_dir()
-    if folder is None:
-        raise InfrastructureError("the reference solution (reference/ beside the grader package) is missing")
-    return folder
 
 
 def installed_version(package: str) -> str:
@@ -81,7 +70,7 @@ def cache_key(rubric: Rubric, rubric_text: str, device: str, *, cache_dir: Path 
     if rubric.dataset.kind != "embedded":
         return None
     digest = hashlib.sha256(f"{device}\0{platform.python_version()}\0".encode())
-    if any(c.kind not in _NO_DATASET_KINDS for c in rubric.checks):  # its eval split and hash depend on it
+    if any(KINDS[c.kind].reads_dataset for c in rubric.checks):  # its eval split and hash depend on it
         if cache_dir is None:
             return None
         digest.update(f"eval-secret={eval_key_fingerprint(Path(cache_dir))}\0".encode())

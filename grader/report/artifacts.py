@@ -1,6 +1,8 @@
 """The arrays saved beside result.json, loaded without pickle and checked before anything draws them.
 
 A missing or malformed artefact is not an error of the report: the page says "no pictures" and goes on.
+The pipeline saves a check's arrays as ``artifacts/<check id>.<name>.npz`` (``artifact_path``); a folder graded
+before that holds ``artifacts/<name>.npz`` (one per kind), read for a result that carries no kind.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["OverfitArtifact", "TrainEvalArtifact", "load_overfit", "load_train_eval"]
+__all__ = ["OverfitArtifact", "TrainEvalArtifact", "artifact_path", "load_overfit", "load_train_eval"]
 
 _MAX_BYTES = 64 * 1024 * 1024  # a report never needs more; a bigger file is not drawn
 
@@ -30,6 +32,14 @@ class TrainEvalArtifact:
     per_image_miou: np.ndarray  # float (M,)
 
 
+def artifact_path(student_dir: Path, check_id: str, name: str, *, legacy: bool = False) -> Path:
+    """Where check ``check_id``'s arrays ``name`` are saved (``grader.batch.pipeline``); ``legacy``: a result
+    written before artefacts were keyed by check id falls back to the kind-wide ``<name>.npz``."""
+    folder = Path(student_dir) / "artifacts"
+    path = folder / f"{check_id}.{name}.npz"
+    return folder / f"{name}.npz" if legacy and not path.exists() else path
+
+
 def _arrays(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray] | None:
     if not path.is_file() or path.stat().st_size > _MAX_BYTES:
         return None
@@ -46,9 +56,9 @@ def _is_u8(array: np.ndarray, ndim: int) -> bool:
     return array.dtype == np.uint8 and array.ndim == ndim
 
 
-def load_overfit(student_dir: Path) -> OverfitArtifact | None:
-    """artifacts/overfit.npz, or None when absent or not the documented shapes and dtypes."""
-    data = _arrays(Path(student_dir) / "artifacts" / "overfit.npz", ("image", "target", "pred"))
+def load_overfit(path: Path) -> OverfitArtifact | None:
+    """An overfit check's arrays (``artifact_path``), or None when absent or not the documented shapes and dtypes."""
+    data = _arrays(Path(path), ("image", "target", "pred"))
     if data is None:
         return None
     image, target, pred = data["image"], data["target"], data["pred"]
@@ -57,10 +67,11 @@ def load_overfit(student_dir: Path) -> OverfitArtifact | None:
     return OverfitArtifact(image, target, pred) if ok else None
 
 
-def load_train_eval(student_dir: Path) -> TrainEvalArtifact | None:
-    """artifacts/train_eval.npz, or None when absent or not the documented shapes and dtypes."""
+def load_train_eval(path: Path) -> TrainEvalArtifact | None:
+    """A training check's evaluation arrays (``artifact_path``), or None when absent or not the documented
+    shapes and dtypes."""
     names = ("images", "targets", "preds", "per_image_miou")
-    data = _arrays(Path(student_dir) / "artifacts" / "train_eval.npz", names)
+    data = _arrays(Path(path), names)
     if data is None:
         return None
     images, targets, preds, miou = (data[n] for n in names)

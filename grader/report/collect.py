@@ -9,9 +9,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from grader.core.results import SubmissionResult, read_result
+from grader.checks import KINDS, CheckKind
+from grader.core.results import CheckResult, SubmissionResult, read_result
 
-__all__ = ["Unreadable", "Loaded", "student_dirs", "collect", "check_order", "miou_of"]
+__all__ = ["Unreadable", "Loaded", "student_dirs", "collect", "check_order", "kind_of", "metric_check", "miou_of"]
 
 
 @dataclass(frozen=True)
@@ -67,10 +68,28 @@ def check_order(results: list[SubmissionResult]) -> list[tuple[str, str]]:
     return list(order.items())
 
 
-def miou_of(result: SubmissionResult) -> float | None:
-    """The full-training mIoU the host measured, or None when training did not produce one."""
+def kind_of(check: CheckResult) -> CheckKind | None:
+    """The check's kind: the one it carries; for a result.json written before kinds were recorded, the kind
+    its id names (the shipped rubric's ids are its kinds' names); None when unknown."""
+    return KINDS.get(check.kind or check.id)
+
+
+def _measured(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def metric_check(result: SubmissionResult) -> tuple[CheckResult, float] | None:
+    """The check that gives this result's ranking number (its kind's ``View.metric``: full training's mIoU,
+    whatever the rubric calls the check) and the number, or None when no such check measured one."""
     for check in result.checks:
-        value = (check.details or {}).get("miou") if check.id == "full_training" else None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+        kind = kind_of(check)
+        value = _measured((check.details or {}).get(kind.view.metric)) if kind and kind.view.metric else None
+        if value is not None:
+            return check, value
     return None
+
+
+def miou_of(result: SubmissionResult) -> float | None:
+    """The ranking number the host measured (full training's mIoU), or None when none was produced."""
+    found = metric_check(result)
+    return found[1] if found else None

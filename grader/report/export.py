@@ -10,10 +10,11 @@ import csv
 import io
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from grader.report.collect import check_order, collect, miou_of
+from grader.report.collect import check_order, collect, metric_check, miou_of
 from grader.core.results import CheckResult, SubmissionResult, write_json_atomic
+from grader.batch.scoring import FinalGrade, final_grade
 
 __all__ = ["GRADESCOPE_VISIBILITY", "GradescopeInfrastructureError", "write_grades_csv", "gradescope_results",
            "write_gradescope_results"]
@@ -40,12 +41,14 @@ def _number(value: float | None) -> str:
     return f"{value:.4f}".rstrip("0").rstrip(".")
 
 
-def write_grades_csv(out_dir: Path) -> Path:
+def write_grades_csv(out_dir: Path, grades: Mapping[str, FinalGrade] | None = None) -> Path:
     """Write ``out_dir/grades.csv``: one row per student folder.
 
-    Columns: student, status, total, max, one column per check id (its score, rubric order as the
-    results list them), miou. ``total`` is blank for infrastructure errors (no grade exists yet) and 0
-    for ungradable submissions; a folder whose result.json cannot be read gets status "unreadable".
+    Columns: student, status, auto (the autograded total), adjustment (staff overrides), late_penalty,
+    final, max, one column per check id (its autograded score, rubric order as the results list them), miou.
+    ``grades``: the layers per student (``grader.gradebook.book``); without it none apply. auto and final
+    are blank for infrastructure errors (no grade exists yet) and auto is 0 for ungradable submissions; a
+    folder whose result.json cannot be read gets status "unreadable".
     """
     out_dir = Path(out_dir)
     loaded, unreadable = collect(out_dir)
@@ -53,14 +56,15 @@ def write_grades_csv(out_dir: Path) -> Path:
     check_ids = [check_id for check_id, _ in check_order(results)]
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(["student", "status", "total", "max", *check_ids, "miou"])
+    writer.writerow(["student", "status", "auto", "adjustment", "late_penalty", "final", "max", *check_ids, "miou"])
     for result in sorted(results, key=lambda r: r.student):
         scores = {c.id: c.score for c in result.checks}
-        total = None if result.status == "infrastructure_error" else result.score
-        writer.writerow([_cell_text(result.student), result.status, _number(total), _number(result.max_score),
+        grade = (grades or {}).get(result.student) or final_grade(result)
+        writer.writerow([_cell_text(result.student), result.status, _number(grade.auto), _number(grade.adjustment),
+                         _number(grade.late_penalty), _number(grade.final), _number(result.max_score),
                          *(_number(scores.get(i)) for i in check_ids), _number(miou_of(result))])
     for item in unreadable:
-        writer.writerow([_cell_text(item.student), "unreadable", "", "", *([""] * len(check_ids)), ""])
+        writer.writerow([_cell_text(item.student), "unreadable", "", "", "", "", "", *([""] * len(check_ids)), ""])
     path = out_dir / "grades.csv"
     path.write_text(buffer.getvalue(), encoding="utf-8", newline="")
     return path
@@ -87,11 +91,10 @@ def _summary_text(result: SubmissionResult) -> str:
 
 
 def _leaderboard(result: SubmissionResult) -> list[dict[str, Any]]:
-    visible = any(c.id == "full_training" and c.visibility == "visible" for c in result.checks)
-    miou = miou_of(result)
-    if miou is None or not visible:  # a leaderboard entry would leak a score the student may not see yet
+    found = metric_check(result)  # found by kind (View.metric), whatever the rubric calls the check
+    if found is None or found[0].visibility != "visible":  # would leak a score the student may not see yet
         return []
-    return [{"name": "mIoU", "value": round(miou, 4), "order": "desc"}]
+    return [{"name": "mIoU", "value": round(found[1], 4), "order": "desc"}]
 
 
 def gradescope_results(result: SubmissionResult, *, leaderboard: bool = True) -> dict[str, Any]:

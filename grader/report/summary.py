@@ -13,13 +13,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote
 
-from grader.report.collect import Loaded, Unreadable, check_order, collect, miou_of
+from grader.report.collect import Loaded, Unreadable, check_order, collect, kind_of, metric_check, miou_of
 from grader.report.details import fmt
 from grader.report.env import render_page
 from grader.core.results import SubmissionResult
 
-__all__ = ["ProblemRow", "CheckRow", "StudentRow", "SimilarRow", "SimilarityView", "Summary", "summarize",
-           "render_class_summary"]
+__all__ = ["ProblemRow", "CheckRow", "StudentRow", "SimilarRow", "SimilarityView", "Summary", "metric_lines",
+           "summarize", "render_class_summary"]
 
 _PROBLEM_LABELS = {"ungradable": "ungradable", "infrastructure_error": "infrastructure error",
                    "unreadable": "unreadable"}
@@ -155,12 +155,20 @@ def _student_row(item: Loaded) -> StudentRow:
     )
 
 
-def _floor_bar(graded: list[SubmissionResult]) -> list[tuple[float, str, str]]:
+_LINE_COLOURS = ("#cf222e", "#2da44e", "#8250df", "#bf8700")  # floor red, bar green, then others
+
+
+def metric_lines(graded: list[SubmissionResult]) -> list[tuple[float, str, str]]:
+    """The lines the metric's kind draws on its histogram (``View.metric_lines``: the band's floor and bar),
+    from the first result whose metric check recorded them all."""
     for result in graded:
-        for check in result.checks:
-            details = check.details or {}
-            if check.id == "full_training" and "floor" in details and "bar" in details:
-                return [(float(details["floor"]), "floor", "#cf222e"), (float(details["bar"]), "bar", "#2da44e")]
+        found = metric_check(result)
+        if found is None:
+            continue
+        check, _ = found
+        names, details = kind_of(check).view.metric_lines, check.details or {}
+        if names and all(isinstance(details.get(n), (int, float)) for n in names):
+            return [(float(details[n]), n, _LINE_COLOURS[i % len(_LINE_COLOURS)]) for i, n in enumerate(names)]
     return []
 
 
@@ -177,7 +185,7 @@ def _figures(graded: list[SubmissionResult], checks: tuple[CheckRow, ...]) -> di
         "pass_png": plots.pass_rate_bars([c.name for c in checks], [c.passed / c.graded for c in checks])
         if checks else None,
         "miou_png": plots.histogram(mious, xlabel="mIoU (full training)", title="mIoU", value_range=(0, 1),
-                                    lines=_floor_bar(graded)) if mious else None,
+                                    lines=metric_lines(graded)) if mious else None,
     }
 
 

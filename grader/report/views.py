@@ -4,18 +4,22 @@ Before release, ``after_due_date`` and ``hidden`` checks become a name and "grad
 their message, details, score and status are dropped here, so no template can leak them by mistake.
 After release, ``after_due_date`` checks show everything and ``hidden`` ones their name and score only.
 (The class summary for TAs does not go through here: it shows everything.)
+
+What a check's details look like is its kind's business: the kind's ``View`` (``grader.checks.base``) names
+its section in ``SECTIONS`` and the arrays that section draws; nothing here looks at a check's id.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from grader.report import details as dv
-from grader.report.artifacts import load_overfit, load_train_eval
 from grader.core.results import CheckResult, SubmissionResult
+from grader.report import details as dv
+from grader.report.artifacts import artifact_path, load_overfit, load_train_eval
+from grader.report.collect import kind_of
 
-__all__ = ["STATUS_LABELS", "CheckView", "Total", "Banner", "ProvenanceView", "check_view", "total",
+__all__ = ["STATUS_LABELS", "SECTIONS", "CheckView", "Total", "Banner", "ProvenanceView", "check_view", "total",
            "banner", "provenance_view"]
 
 STATUS_LABELS = {
@@ -83,20 +87,41 @@ def _detail_views(check: CheckResult, student_dir: Path) -> dict[str, Any]:
     return views
 
 
+def _unit_section(check: CheckResult, details: dict[str, Any], arrays: Path | None) -> dict[str, Any]:
+    if check.status == "passed" and not details.get("smallest_failure"):
+        return {}  # a pass needs no case table; the message says how many cases passed
+    return {"unit": dv.unit_view(details)}
+
+
+def _model_section(check: CheckResult, details: dict[str, Any], arrays: Path | None) -> dict[str, Any]:
+    return {"model": dv.model_view(details)}
+
+
+def _overfit_section(check: CheckResult, details: dict[str, Any], arrays: Path | None) -> dict[str, Any]:
+    return {"overfit": dv.overfit_view(details, load_overfit(arrays) if arrays else None)}
+
+
+def _training_section(check: CheckResult, details: dict[str, Any], arrays: Path | None) -> dict[str, Any]:
+    return {"training": dv.training_view(details, load_train_eval(arrays) if arrays else None)}
+
+
+# A kind's ``View.section`` -> the builder of its CheckView fields, from (check, details without the traceback,
+# the path of its ``View.artifact`` arrays or None). A builder that meets odd details raises: raw JSON instead.
+SECTIONS: dict[str, Callable[[CheckResult, dict[str, Any], Path | None], dict[str, Any]]] = {
+    "unit": _unit_section, "model": _model_section, "overfit": _overfit_section, "training": _training_section,
+}
+
+
 def _typed_view(check: CheckResult, details: dict[str, Any], student_dir: Path) -> dict[str, Any]:
     if not details:
         return {}
-    if check.id == "overfit" or "loss_bound" in details:
-        return {"overfit": dv.overfit_view(details, load_overfit(student_dir))}
-    if check.id == "full_training" or "per_class_iou" in details:
-        return {"training": dv.training_view(details, load_train_eval(student_dir))}
-    if check.id == "model_shapes" or "outputs" in details:
-        return {"model": dv.model_view(details)}
-    if "cases" in details or "smallest_failure" in details:
-        if check.status == "passed" and not details.get("smallest_failure"):
-            return {}  # a pass needs no case table; the message says how many cases passed
-        return {"unit": dv.unit_view(details)}
-    return {"raw": dv.json_text(details, limit=8000)}
+    kind = kind_of(check)
+    section = SECTIONS.get(kind.view.section or "") if kind is not None else None
+    if section is None:
+        return {"raw": dv.json_text(details, limit=8000)}
+    name = kind.view.artifact
+    arrays = artifact_path(student_dir, check.id, name, legacy=not check.kind) if name else None
+    return section(check, details, arrays)
 
 
 @dataclass(frozen=True)
