@@ -344,10 +344,11 @@ def test_a_bad_archive_among_good_ones_only_rejects_that_one(tmp_path: Path) -> 
 
 
 def test_a_bomb_inside_a_class_zip_only_rejects_that_student(tmp_path: Path) -> None:
-    make_zip(tmp_path / "class.zip", {"class/ann/segmentation.py": CODE,
+    make_zip(tmp_path / "class.zip", {"class/submission_metadata.yml": "{}\n",  # an LMS export: a class
+                                      "class/ann/segmentation.py": CODE,
                                       "class/bob/segmentation.py": CODE,
                                       "class/bob/zeros.bin": bytes(5 * 1024 * 1024),
-                                      "class/cal.zip": zip_bytes({"segmentation.py": CODE})})
+                                      "class/cal/work.zip": zip_bytes({"segmentation.py": CODE})})
     results = {r.student: r for r in discover([tmp_path / "class.zip"], workdir=tmp_path / "w")}
     assert isinstance(results["ann"], Submission) and isinstance(results["cal"], Submission)
     rejected(results["bob"], "compressed more than")
@@ -355,6 +356,7 @@ def test_a_bomb_inside_a_class_zip_only_rejects_that_student(tmp_path: Path) -> 
 
 def test_evil_names_in_a_class_zip_reject_only_their_owner(tmp_path: Path) -> None:
     with zipfile.ZipFile(tmp_path / "class.zip", "w") as zf:
+        zf.writestr("submission_metadata.yml", "{}\n")  # an LMS export: a class
         zf.writestr("ann/segmentation.py", CODE)
         zf.writestr("bob/segmentation.py", CODE)
         zf.writestr(zipfile.ZipInfo("bob/../../y.py"), "pwned = 1\n")

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import stat
+import unicodedata
 import zipfile
 import zlib
 from collections.abc import Callable, Sequence
@@ -140,11 +141,18 @@ def _check_entry(info: zipfile.ZipInfo, budget: Budget) -> None:
 def _plan(infos: Sequence[zipfile.ZipInfo], budget: Budget) -> list[tuple[tuple[str, ...], zipfile.ZipInfo]]:
     """Check every entry and the archive's declared totals; return the entries worth unpacking."""
     keep, declared, compressed = [], 0, 0
+    seen: dict[tuple[str, ...], str] = {}
     for info in infos:
         parts = entry_parts(info.filename)
         _check_entry(info, budget)
         if not parts or is_junk(parts):
             continue
+        if not info.is_dir():  # two members, one file: which one is graded must never be the archive's order
+            key = tuple(unicodedata.normalize("NFC", p) for p in parts)
+            if key in seen:
+                raise UnpackError(f"the archive holds two files that unpack to the same path: {seen[key]!r} and "
+                                  f"{info.filename!r}; zip the folder again so that each file is in it once")
+            seen[key] = info.filename
         keep.append((parts, info))
         declared += info.file_size
         compressed += info.compress_size

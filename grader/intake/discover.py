@@ -26,8 +26,8 @@ import shutil
 import stat
 import tempfile
 import unicodedata
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from grader.intake.archives import (MIB, Budget, UnpackError, entry_parts, extract_class_zip, extract_zip, is_junk,
@@ -66,6 +66,13 @@ class Submission:
     content_hash: str  # sha256 over sorted relative paths + bytes of the clean folder
     source: str  # what it came from (for messages)
     notes: tuple[str, ...] = ()
+    lms_id: str = ""  # the LMS's id of the student (Canvas user id, Gradescope sid), "" where none
+    email: str = ""
+    owner: str = ""  # who the id belongs to across batches (lms_id, else the raw name): ids never change owner
+
+    def identity(self) -> dict[str, str]:
+        """Where the row came from, for result.json's provenance and grades.csv."""
+        return {"source": self.source, "lms_id": self.lms_id, "email": self.email, "owner": self.owner}
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,11 @@ class Rejected:
     student: str
     source: str
     reason: str  # becomes an "ungradable" result with this reason
+    lms_id: str = ""
+    email: str = ""
+    owner: str = ""
+
+    identity = Submission.identity
 
 
 class _Reject(Exception):
@@ -162,12 +174,15 @@ def _resolve_dir(folder: Path, *, stage: Path, budget: Budget, depth: int, notes
         ignored = [k.name for k in kids if k != chosen]
         notes += [f"graded {chosen.name}; ignored {', '.join(ignored)}"] if ignored else []
         return _resolve(chosen, stage=stage, budget=budget, depth=depth, notes=notes)
-    raise _Reject(f"no {ENTRY}: {_listing(folder)}; {EXPECTED}")
+    hint = ("; several folders hold one: if this is a whole class, unzip it and grade the folder (one path "
+            "on the command line is one student's submission)") if len(dirs) > 1 else ""
+    raise _Reject(f"no {ENTRY}: {_listing(folder)}; {EXPECTED}{hint}")
 
 
 # ------------------------------------------------------------------------------------ public API
 def _prepare(path: Path, *, student: str, source: str, workdir: Path, limits: IntakeLimits,
-             notes: Sequence[str] = ()) -> Submission | Rejected:
+             notes: Sequence[str] = (), who: dict[str, str] | None = None) -> Submission | Rejected:
+    who = who or {}
     workdir.mkdir(parents=True, exist_ok=True)
     found: list[str] = list(notes)
     budget = limits.budget()
@@ -177,14 +192,14 @@ def _prepare(path: Path, *, student: str, source: str, workdir: Path, limits: In
             clean, digest = clean_copy(root, student=student, workdir=workdir, budget=limits.budget(),
                                         notes=found)
     except (_Reject, UnpackError) as exc:
-        return Rejected(student=student, source=source, reason=str(exc))
+        return Rejected(student=student, source=source, reason=str(exc), **who)
     except OSError as exc:
         _reraise_disk_full(exc)
         why = f"{exc.strerror}: {Path(str(exc.filename)).name}" if exc.strerror and exc.filename else str(exc)
-        return Rejected(student=student, source=source, reason=f"could not read the submission ({why})")
+        return Rejected(student=student, source=source, reason=f"could not read the submission ({why})", **who)
     except Exception as exc:  # the barrier: one submission's oddity (or a grader bug) is its result only
-        return Rejected(student=student, source=source, reason=_unexpected(exc))
-    return Submission(student=student, path=clean, content_hash=digest, source=source, notes=tuple(found))
+        return Rejected(student=student, source=source, reason=_unexpected(exc), **who)
+    return Submission(student=student, path=clean, content_hash=digest, source=source, notes=tuple(found), **who)
 
 
 def _reraise_disk_full(exc: BaseException) -> None:
@@ -212,23 +227,23 @@ def _lenient_parts(name: str) -> tuple[str, ...]:
         return ()  # an evil name says nothing about the layout; extraction rejects it later
 
 
-def _zip_is_one_submission(path: Path) -> bool:
-    """Whether a zip handed to ``discover`` is one student's work rather than a class export."""
+def _zip_is_class_export(path: Path) -> bool:
+    """Whether a zip given alone is an LMS export (Gradescope's metadata file, or Canvas's file names), at
+    its top or under one wrapper folder. Anything else is one student's submission, whatever it holds: a
+    student's zip with folders named like classmates must never become their rows."""
     try:
         infos = read_listing(path)
     except UnpackError:
-        return True  # unreadable: prepare it as one submission so it is rejected with the reason
+        return False  # unreadable: prepared as one submission, rejected with the reason
     names = [n for n in (_lenient_parts(i.filename) for i in infos if not i.is_dir()) if n and not is_junk(n)]
-    wrapped = len({n[0] for n in names}) == 1
-    if not names or any(n[-1] == ENTRY and (len(n) == 1 or (len(n) == 2 and wrapped)) for n in names):
-        return True
-    return len(names) == 1 and len(names[0]) <= 2 and not is_canvas_name(names[0][-1]) and \
-        names[0][-1].lower().endswith((".py", ".ipynb", ".zip"))
+    wrapped = len({n[0] for n in names}) == 1 and all(len(n) > 1 for n in names)
+    top = [n[1:] if wrapped else n for n in names]
+    return any(len(n) == 1 and (n[0] == METADATA or is_canvas_name(n[0])) for n in top)
 
 
 def _is_one_submission(path: Path) -> bool:
     if path.is_file():
-        return path.suffix.lower() != ".zip" or _zip_is_one_submission(path)
+        return path.suffix.lower() != ".zip" or not _zip_is_class_export(path)
     kids = _children(path) if _is_real_dir(path) else []
     return _is_regular(path / ENTRY) or (len(kids) == 1 and _is_real_dir(kids[0]) and _is_regular(kids[0] / ENTRY))
 
@@ -268,37 +283,91 @@ def _holds(folder: Path | None, inner: Path) -> bool:
         return False
 
 
-def _unique_ids(cands: Sequence[Candidate]) -> list[tuple[str, Candidate]]:
-    taken: set[str] = set()
-    out = []
-    for cand in sorted(cands, key=lambda c: (safe_student_id(c.student), c.source)):
-        base = sid = safe_student_id(cand.student)
-        n = 1
-        while sid in taken:
-            n += 1
-            sid = f"{base}-{n}"
+def _unique_ids(cands: Sequence[Candidate], known: Mapping[str, str]) -> list[tuple[str, Candidate]]:
+    """A folder-safe id for every candidate, such that an id never changes owner.
+
+    ``known``: the ids already in the output folder -> their owners (``Candidate.owner``). An owner seen
+    before keeps its id; no known id goes to anyone else. Then each id whose raw name IS that id (``Jose``,
+    ``Jose-2``) keeps it; a name that folds onto a taken id (``José``) or that several owners share (two
+    Canvas users named ``smithjohn``) gets a suffix: the LMS id where there is one, else the next free
+    number, never a number that is another candidate's own id.
+    """
+    by_owner = {owner: sid for sid, owner in known.items()}
+    bases = {c.owner: safe_student_id(c.student) for c in cands}
+    claims: dict[str, set[str]] = {}  # id -> the owners whose name folds onto it
+    exact: dict[str, set[str]] = {}  # id -> the owners whose name is exactly it
+    for c in cands:
+        claims.setdefault(bases[c.owner], set()).add(c.owner)
+        if c.student == bases[c.owner]:
+            exact.setdefault(bases[c.owner], set()).add(c.owner)
+    taken: set[str] = set(known)
+    assigned: dict[str, str] = {}
+    for c in cands:  # 1. owners seen before
+        if c.owner in by_owner:
+            assigned[c.owner] = by_owner[c.owner]
+    for c in sorted(cands, key=lambda c: (bases[c.owner], c.source)):  # 2. a name that is its own id, unshared
+        base = bases[c.owner]
+        if c.owner not in assigned and base not in taken and exact.get(base) == {c.owner}:
+            assigned[c.owner] = base
+            taken.add(base)
+    reserved = taken | set(claims)
+    for c in sorted(cands, key=lambda c: (bases[c.owner], c.source)):  # 3. the rest, suffixed where needed
+        if c.owner in assigned:
+            continue
+        base = bases[c.owner]
+        sid = base if base not in taken and claims[base] == {c.owner} else _suffixed(base, c.lms_id, reserved)
         taken.add(sid)
-        note = (f"student id {base!r} was already taken in this batch; this one is {sid!r}",) if sid != base else ()
-        out.append((sid, Candidate(cand.student, cand.path, cand.source, cand.notes + note, cand.problem)))
+        assigned[c.owner] = sid
+        reserved.add(sid)
+    out = []
+    for c in sorted(cands, key=lambda c: (assigned[c.owner], c.source)):
+        sid, base = assigned[c.owner], bases[c.owner]
+        note = (f"student id {base!r} belongs to another student; this one is {sid!r}",) if sid != base else ()
+        out.append((sid, replace(c, notes=c.notes + note)))
     return out
 
 
-def discover(paths: Sequence[Path], *, workdir: Path, limits: IntakeLimits = IntakeLimits(),
-             single: bool = False) -> list[Submission | Rejected]:
-    """Every submission in ``paths`` (single submissions or whole classes), sorted by student id.
+def _suffixed(base: str, lms_id: str, reserved: set[str]) -> str:
+    if lms_id and (sid := safe_student_id(f"{base}-{lms_id}")) not in reserved:
+        return sid
+    n = 2
+    while f"{base}-{n}" in reserved:
+        n += 1
+    return f"{base}-{n}"
 
-    ``single``: each path is one student's own submission, never read as a class export (Gradescope mode).
+
+def discover(paths: Sequence[Path], *, workdir: Path, limits: IntakeLimits = IntakeLimits(),
+             single: bool = False, known: Mapping[str, str] | None = None) -> list[Submission | Rejected]:
+    """Every submission in ``paths``, sorted by student id.
+
+    One path is a class when it is a folder of submissions or an LMS export (Gradescope's metadata, Canvas's
+    file names); else it is one student's submission. Several paths: each is one student's submission,
+    whatever it holds. ``single``: always so (Gradescope mode). ``known``: ids already in the output folder ->
+    their owners (``Submission.owner``), so that an id never changes owner across batches.
     """
     workdir.mkdir(parents=True, exist_ok=True)
+    single = single or len(paths) > 1
     results: list[Submission | Rejected] = []
     with tempfile.TemporaryDirectory(prefix=".discover-", dir=workdir, ignore_cleanup_errors=True) as tmp:
         cands = [c for p in paths for c in _guarded_candidates(Path(p), stage=Path(tmp), limits=limits, single=single)]
         # A workdir kept inside the class folder is the grader's, not a student's.
-        cands = [c for c in cands if not _holds(c.path, workdir)]
-        for sid, cand in _unique_ids(cands):
+        cands = _distinct_owners([c for c in cands if not _holds(c.path, workdir)])
+        for sid, cand in _unique_ids(cands, known or {}):
+            who = {"lms_id": cand.lms_id, "email": cand.email, "owner": cand.owner}
             if cand.problem or cand.path is None:
-                results.append(Rejected(student=sid, source=cand.source, reason=cand.problem))
+                results.append(Rejected(student=sid, source=cand.source, reason=cand.problem, **who))
             else:
                 results.append(_prepare(cand.path, student=sid, source=cand.source, workdir=workdir,
-                                        limits=limits, notes=cand.notes))
+                                        limits=limits, notes=cand.notes, who=who))
     return sorted(results, key=lambda r: r.student)
+
+
+def _distinct_owners(cands: list[Candidate]) -> list[Candidate]:
+    """Entries of one raw name without an LMS id (``alice.py`` beside ``alice.zip``; two paths named alike)
+    are distinct owners, told apart by their entry's name, else by their whole source."""
+    for key in (lambda c: Path(c.source).name, lambda c: c.source):
+        count: dict[str, int] = {}
+        for c in cands:
+            count[c.owner] = count.get(c.owner, 0) + 1
+        cands = [replace(c, key=f"entry:{key(c)}") if count[c.owner] > 1 else c for c in cands]
+    return cands

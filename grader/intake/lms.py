@@ -24,7 +24,7 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,14 @@ class Candidate:
     source: str  # for messages: where it came from, in the instructor's terms
     notes: tuple[str, ...] = ()
     problem: str = ""
+    lms_id: str = ""  # the LMS's own id of the student: Canvas user id, Gradescope sid ("" in a plain folder)
+    email: str = ""  # where the LMS gives it (Gradescope)
+    key: str = ""  # who it is when neither an LMS id nor the raw name tells (set by intake)
+
+    @property
+    def owner(self) -> str:
+        """Who an id belongs to, across batches: the LMS id where there is one, else the raw name."""
+        return self.key or (f"lms:{self.lms_id}" if self.lms_id else f"name:{self.student}")
 
 
 @dataclass(frozen=True)
@@ -125,7 +133,8 @@ def _canvas_person(root: Path, files: list[_CanvasFile], *, label: str, stage: P
     ignored = sorted(f.name for f in files if f not in chosen)
     notes = _ignored_note(ignored)
     notes += ("Canvas marked this submission late",) if any(f.late for f in chosen) else ()
-    who, source = chosen[0].who, f"{label}/{chosen[0].name}" if len(chosen) == 1 else f"{label}/{chosen[0].who}_*"
+    who, uid = chosen[0].who, chosen[0].uid
+    source = f"{label}/{chosen[0].name}" if len(chosen) == 1 else f"{label}/{chosen[0].who}_{uid}_*"
     # '.' and '..' name the folder itself or its parent: such a file cannot be gathered under its name.
     unusable = [f for f in chosen if f.base in (".", "..")]
     notes += tuple(f"dropped {f.name}: its original name {f.base!r} cannot be a file name; rename the file "
@@ -136,9 +145,9 @@ def _canvas_person(root: Path, files: list[_CanvasFile], *, label: str, stage: P
         problems = [f"every file of this submission has an unusable name ({', '.join(f.name for f in unusable)}); "
                     "submit segmentation.py again under that name"]
     if problems:
-        return Candidate(who, None, source, notes, problem="; ".join(problems))
+        return Candidate(who, None, source, notes, problem="; ".join(problems), lms_id=uid)
     if len(chosen) == 1:
-        return Candidate(who, root / chosen[0].name, source, notes)
+        return Candidate(who, root / chosen[0].name, source, notes, lms_id=uid)
     # Several files in one Canvas submission: gather them, under their original names, as a folder.
     folder = Path(tempfile.mkdtemp(prefix="canvas-", dir=stage))
     for f in chosen:
@@ -148,8 +157,8 @@ def _canvas_person(root: Path, files: list[_CanvasFile], *, label: str, stage: P
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise  # the grader's disk, not the student's fault
             return Candidate(who, None, source, notes,
-                             problem=f"{f.name} could not be read ({exc.strerror or exc}); submit it again")
-    return Candidate(who, folder, source, notes)
+                             problem=f"{f.name} could not be read ({exc.strerror or exc}); submit it again", lms_id=uid)
+    return Candidate(who, folder, source, notes, lms_id=uid)
 
 
 def _ignored_note(ignored: list[str]) -> tuple[str, ...]:
@@ -187,15 +196,21 @@ def _read_metadata(path: Path) -> dict[str, dict[str, Any]]:
     return {k.lstrip(":"): v if isinstance(v, dict) else {} for k, v in data.items()}
 
 
-def _submitters(record: Mapping[str, Any]) -> list[str]:
+def _people(record: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(id, sid, email) of each submitter: the id is the sid, else the email, else the name."""
     people = _field(record, "submitters") or []
-    ids = []
+    found = []
     for person in people if isinstance(people, list) else []:
         if isinstance(person, dict):  # only text counts as an id: a nested value is not one
-            found = [v for v in map(functools.partial(_field, person), ("sid", "email", "name"))
-                     if isinstance(v, str) and v.strip()]
-            ids += found[:1]
-    return ids
+            sid, email, name = (v.strip() if isinstance(v, str) else ""
+                                for v in map(functools.partial(_field, person), ("sid", "email", "name")))
+            if sid or email or name:
+                found.append((sid or email or name, sid, email))
+    return found
+
+
+def _submitters(record: Mapping[str, Any]) -> list[str]:
+    return [who for who, _, _ in _people(record)]
 
 
 _TIMESTAMP = re.compile(r"^(\d{4}-\d\d-\d\d)(?:[ T](\d\d:\d\d:\d\d)(\.\d{1,6})?\d*\s*(Z|[+-]\d\d:?\d\d)?)?$")
@@ -260,7 +275,10 @@ def _gradescope(root: Path, *, label: str, names: list[str], bad: Mapping[str, s
             key = (_when(_field(record, "created_at")), _folder_number(folder), folder)
             rows.setdefault(person, []).append(key)
     problems = {k: _key_problem(root, k, names) for k in meta}
-    return [_gradescope_person(root, person, sorted(keys), meta, problems, label=label, bad=bad, general=general)
+    ids = {who: (sid, email) for record in meta.values() for who, sid, email in _people(record)}
+    return [replace(_gradescope_person(root, person, sorted(keys), meta, problems, label=label, bad=bad,
+                                       general=general), lms_id=ids.get(person, ("", ""))[0],
+                    email=ids.get(person, ("", ""))[1])
             for person, keys in sorted(rows.items())]
 
 

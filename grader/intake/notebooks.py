@@ -115,8 +115,10 @@ def _quiet(logger: logging.Logger) -> Iterator[None]:
 
 # The prelude: trusted text written by the grader, run inside the sandbox as the submission's module. Cells
 # run in the module's namespace (``globals()``), so what they define is the module's, as in a kernel.
-_PRELUDE = '''"""segmentation.py written by the grader from {name}: its {count} code cells, run one by one as Jupyter
-runs them (each is a file in {cells}/). A cell that raises is recorded and skipped; the next cells still run.
+# The notebook's file name is the student's text: it appears only as a repr() literal (a file name may hold
+# quotes, backslashes or newlines), never inside the docstring or a comment, where it would be code.
+_PRELUDE = '''"""segmentation.py written by the grader from a notebook (its name: {record}["source"]): its {count}
+code cells, run one by one as Jupyter runs them (each is a file in {cells}/). A cell that raises is recorded and skipped; the next cells still run.
 To see why a cell failed, run the notebook top to bottom in Jupyter."""
 import sys as _grader_sys
 from pathlib import Path as _GraderPath
@@ -170,7 +172,7 @@ def notebook_to_files(raw: bytes, *, name: str) -> tuple[dict[str, str], list[st
     listing: list[tuple[int, str]] = []
     for number, src in enumerate(cells, start=1):
         script, hits = _cell_script(src)
-        files[f"{CELLS_DIR}/cell_{number:02d}.py"] = f"# code cell {number} of {name}\n{script}\n"
+        files[f"{CELLS_DIR}/cell_{number:02d}.py"] = f"# code cell {number} of {name!r}\n{script}\n"
         listing.append((number, _first_line(script)))
         magics += hits
     files["segmentation.py"] = _PRELUDE.format(name=name, count=len(cells), cells=CELLS_DIR, record=RECORD,
