@@ -1,0 +1,214 @@
+"""The grading worker: a process of its own (``python -m grader.serve.worker CONFIG``) that ``grader serve``
+starts beside the web process. It takes queued submissions from the store and grades them with
+``grader.batch.batch.grade_all``, as ``grader.api.grade`` does (the same intake, executors, sandboxes and result
+folders as ``grader grade``), in single-submission mode: an upload is never read as a class export.
+
+- One worker per ``DIR`` (a lock file); at start, submissions left ``running`` by a worker that died are put
+  back in the queue; ``done`` ones are never touched, so nothing finished is graded twice.
+- A batch holds at most one submission per student (one running submission per student), the oldest first.
+- The stage a submission is in is read from the batch's scratch folder (the pipeline's ``<student>-*/<stage>``
+  folders under this process's own temp folder) and written to the store for the student's page.
+- Each finished submission keeps its own result.json and two reports (before and after release) under
+  ``DIR/.serve/history/<id>``; ``DIR/<student>`` holds the latest, as after ``grader grade``.
+- An infrastructure fault is never a score: the submission is queued again, then ``failed`` after 3 tries.
+"""
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from grader.serve.config import ServeConfig, history_dir, uploads_dir
+from grader.serve.store import Store, Submission
+
+__all__ = ["Worker", "main"]
+
+_STAGE_POLL_S = 0.25
+
+
+class _Progress:
+    """What ``grader.api.Progress`` is, for one batch: begin -> stage, update -> the submission's history and store."""
+
+    def __init__(self, worker: "Worker", batch: dict[str, Submission]) -> None:
+        self.worker, self.batch = worker, batch
+
+    def start(self, total: int) -> None:
+        pass
+
+    def begin(self, student: str) -> None:
+        if student in self.batch:
+            self.worker.store.set_stage(self.batch[student].id, "grading")
+
+    def update(self, student: str, result) -> None:  # noqa: ANN001 - a SubmissionResult
+        sub = self.batch.get(student)
+        if sub is not None:
+            self.worker.record(sub, result)
+
+
+class Worker:
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        self.data = config.data_dir.resolve()
+        self.store = Store(self.data)
+        self.scratch = Path(tempfile.mkdtemp(prefix="seg-serve-worker-"))
+        self.current: dict[str, Submission] = {}
+        self.released = self.store.setting("released") == "1"
+        self._stop = threading.Event()
+
+    def lock(self) -> bool:
+        """Whether this is the only worker of ``DIR`` (the lock lives as long as the process)."""
+        path = self.data / ".serve" / "worker.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    # ------------------------------------------------------------------ one batch
+    def record(self, sub: Submission, result) -> None:  # noqa: ANN001 - a SubmissionResult
+        if result.status == "infrastructure_error":
+            self.store.fail_or_requeue(sub.id, "the grading machinery failed (not your fault); it will be retried")
+            return
+        self.store.set_stage(sub.id, "rendering")
+        from grader.report import render_student_report
+
+        source, target = self.data / sub.student, history_dir(self.data) / str(sub.id)
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / "result.json", target / "result.json")
+        if (source / "artifacts").is_dir():
+            shutil.copytree(source / "artifacts", target / "artifacts", dirs_exist_ok=True)
+        render_student_report(target, released=True)
+        os.replace(target / "report.html", target / "report-released.html")
+        render_student_report(target, released=False)
+        self.store.finish(sub.id, score=result.score, max_score=result.max_score, result_status=result.status,
+                          message=result.message or "")
+
+    def grade(self, subs: list[Submission]) -> None:
+        from grader.batch.batch import GradeOptions, grade_all
+        from grader.rubric import load_rubric
+        from grader.sandbox.factory import SandboxSpec
+
+        rubric = load_rubric(Path(self.config.rubric))
+        spec = SandboxSpec(kind=self.config.sandbox, image=self.config.image, gpus=tuple(self.config.gpus))
+        for rerun in (False, True):  # a staff re-run grades afresh; a student's upload may reuse an equal result
+            part = {s.student: s for s in subs if bool(s.rerun) == rerun}
+            if not part:
+                continue
+            paths = [uploads_dir(self.data) / str(s.id) / f"{s.student}.{s.kind}" for s in part.values()]
+            self.current = part
+            progress = _Progress(self, part)
+            # as grader.api.grade does, with single=True: an upload is never read as a class export
+            options = GradeOptions(out_dir=self.data, jobs=self.config.jobs, gpus=tuple(self.config.gpus),
+                                   jobs_per_gpu=self.config.jobs_per_gpu, regrade=rerun,
+                                   cache_dir=Path(self.config.cache_dir) if self.config.cache_dir else None,
+                                   executor=self.config.executor, ray_address=self.config.ray_address,
+                                   progress=progress.update, on_begin=progress.begin, single=True)
+            try:
+                grade_all(paths, rubric=rubric, sandbox=spec, options=options)
+            except KeyboardInterrupt:
+                raise  # SIGTERM or Ctrl-C: what runs stays "running" and is requeued by the next worker
+            except Exception as exc:  # noqa: BLE001 - an infrastructure fault: retried, never a score
+                for sub in part.values():
+                    self.store.fail_or_requeue(sub.id, f"the grading machinery failed: {exc}")
+            finally:
+                self.current = {}
+            for sub in part.values():  # graded in no way the progress saw (a bug): never left running
+                self.store.fail_or_requeue(sub.id, "the grader lost track of this submission; it will be retried")
+        self.render_class()
+
+    def render_class(self) -> None:
+        from grader.report import render_all
+        from grader.report.export import write_grades_csv
+
+        render_all(self.data, released=self.released, only_changed=True)
+        write_grades_csv(self.data)
+
+    # ------------------------------------------------------------------ stages, from the scratch folder
+    def _watch_stages(self) -> None:
+        seen: dict[int, str] = {}
+        while not self._stop.wait(_STAGE_POLL_S):
+            for student, sub in list(self.current.items()):
+                stage = self._stage_of(student)
+                if stage and seen.get(sub.id) != stage:
+                    seen[sub.id] = stage
+                    self.store.set_stage(sub.id, stage)
+
+    def _stage_of(self, student: str) -> str | None:
+        newest: tuple[float, str] | None = None
+        try:
+            for run in self.scratch.glob(f"seg-grader-*/{student[:40]}-*"):
+                if run.name.rpartition("-")[0] != student[:40]:
+                    continue
+                for stage in run.iterdir():
+                    if stage.is_dir():
+                        made = stage.stat().st_mtime
+                        if newest is None or made > newest[0]:
+                            newest = (made, stage.name)
+        except OSError:
+            return None
+        return newest[1] if newest else None
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, *, once: bool = False) -> None:
+        tempfile.tempdir = str(self.scratch)  # the batches' scratch folders land here, where stages are read
+        requeued = self.store.requeue_running()
+        if requeued:
+            print(f"grader serve: {requeued} submission(s) interrupted earlier are queued again", file=sys.stderr)
+        watcher = threading.Thread(target=self._watch_stages, name="stages", daemon=True)
+        watcher.start()
+        limit = self.config.batch_max or 4 * max(1, self.config.jobs)
+        try:
+            while True:
+                released = self.store.setting("released") == "1"
+                if released != self.released:
+                    self.released = released
+                    self.render_class()
+                subs = self.store.claim(limit)
+                if subs:
+                    self.grade(subs)
+                elif once:
+                    return
+                else:
+                    time.sleep(self.config.poll_s)
+        finally:
+            self._stop.set()
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM when the ``grader serve`` process that started us dies (even by SIGKILL)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    config = ServeConfig.from_json(args[0])
+    _die_with_parent()
+    if len(args) > 1 and os.getppid() != int(args[1]):
+        return 0  # the parent died before we could ask to die with it
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    worker = Worker(config)
+    if not worker.lock():
+        print(f"grader serve: another worker is grading {config.data}; not starting a second", file=sys.stderr)
+        return 2
+    try:
+        worker.run()
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
