@@ -9,6 +9,7 @@
     grader handout --out KIT     # staff: the student kit (public checks, no solution; `pip install KIT`)
     grader report DIR            # re-render the HTML and exports from DIR/*/result.json
     grader similarity DIR [--from PATH...]   # staff: similar pairs of DIR's graded submissions (copydetect)
+    grader serve --data DIR [--host H --port P]   # the submission service; `grader serve tokens` the links
 
 Exit codes: 0 whatever the students did; 1 selftest failed; 2 bad usage or an invalid rubric; 3 an
 infrastructure fault (nothing was scored as a zero); 130 interrupted (Ctrl-C or SIGTERM).
@@ -27,6 +28,7 @@ from grader.core.results import SubmissionResult
 from grader.rubric import RubricError
 from grader.sandbox.base import InfrastructureError
 from grader.terminal import print_result
+from grader.serve import command as serve_command
 
 __all__ = ["main", "build_parser"]
 
@@ -86,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the submissions DIR was graded from: code for students whose copy is missing")
     similar.add_argument("--rubric", type=Path, default=api.DEFAULT_RUBRIC, help="its similarity.threshold")
     similar.add_argument("--force", action="store_true", help="compare again even if nothing changed")
+    serve_command.add_parser(sub, default_rubric=api.DEFAULT_RUBRIC)  # grader serve [tokens]
     return parser
 
 
@@ -204,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return {"grade": cmd_grade, "check": cmd_check, "selftest": cmd_selftest, "calibrate": cmd_calibrate,
-                "handout": cmd_handout, "similarity": cmd_similarity}[args.command](args)
+                "handout": cmd_handout, "similarity": cmd_similarity,
+                "serve": serve_command.run}[args.command](args)
     except RubricError as exc:
         print(f"grader: invalid rubric {args.rubric}: {exc}", file=sys.stderr)
         return 2
