@@ -1,18 +1,25 @@
-"""Similar submissions for course staff: every pair of graded submissions compared with copydetect.
+"""Similar submissions for course staff: every pair of graded submissions compared in a normalised form.
 
-copydetect (MOSS's winnowing over tokenised code: names become V/F/O, strings S, comments and whitespace
-dropped) fingerprints each student's code once; k-grams that also occur in the student template are removed
-first (boilerplate), so code every student received never counts. A pair's similarity is the larger of the
-two directions: the share of one submission's own (non-template) code found in the other.
+Each student's code (``load_code``) is first stripped of comments and docstrings, then cut at a number of
+tokens (``grader.similarity.normalise``: a copy behind megabytes of comment lines is still compared whole),
+then fingerprinted: every statement and expression of a few nodes or more, with names replaced by their kind
+and ``for``/``while`` as one loop kind, as a set of 64-bit BLAKE2 digests. Fingerprints that also occur in
+the student template or in the grader's notebook prelude are removed first (boilerplate), so code every
+student received never counts. A pair's similarity is the larger of the two directions: the share of one
+submission's own fingerprints found in the other. Renaming, reordering functions, rewriting ``for`` as
+``while``, merging or splitting expressions and comment padding leave most of the set in place
+(bench/similarity.py measures it on a generated corpus). copydetect (MOSS's winnowing) then marks the
+shared passages of the pairs that get a side-by-side page, on the stripped code.
 
 Where the code comes from: ``grader grade`` keeps, for each graded student, a copy of the ``.py`` files of
-the clean submission (the intake's folder; a notebook is its ``segmentation.py`` of code cells) under
-``OUT/<student>/code/``, stamped with the submission's content hash. The copy is refreshed only when that
-hash differs from the one in result.json, by running the intake again on the batch's paths (``sources``);
-``grader similarity OUT --from SUBMISSIONS`` does the same for a folder graded before. The copies, the CSV
-and the side-by-side pages are owner-only (0700/0600): staff files, never linked from a student's report, in
-case OUT is served to students. Student code is only ever read here as text and tokenised: never imported,
-never run. Nothing here changes a score, result.json or grades.csv.
+the clean submission (the intake's folder; a notebook is its ``segmentation.py`` prelude and its code cells)
+under ``OUT/<student>/code/``, stamped with the submission's content hash. The copy is refreshed only when
+that hash differs from the one in result.json, by running the intake again on the batch's paths
+(``sources``); ``grader similarity OUT --from SUBMISSIONS`` does the same for a folder graded before. The
+copies, the CSV and the side-by-side pages are owner-only (0700/0600): staff files, never linked from a
+student's report, in case OUT is served to students. Student code is only ever read here as text, tokenised
+and parsed with ``ast``: never imported, never run. Nothing here changes a score, result.json or grades.csv.
+A student whose code cannot be read is left out and listed (``missing``); the others are still compared.
 
 The result is keyed like the reports: the students' content hashes, the template's bytes, the settings and
 the pages' renderer; an unchanged regrade reads result.json files and one stamp, and compares nothing.
@@ -26,25 +33,29 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import combinations
 from pathlib import Path
 
 from grader.intake.archives import MIB, Budget, UnpackError
 from grader.intake.cleancopy import collect as collect_files
 from grader.report.collect import collect as collect_results
+from grader.similarity import normalise
+from grader.similarity.passages import GUARANTEE_T, NOISE_T
 
-__all__ = ["TEMPLATE", "FLOOR", "NOISE_T", "GUARANTEE_T", "CODE_DIR", "Pair", "Outcome", "code_text", "compare",
-           "store_code", "similarity"]
+__all__ = ["TEMPLATE", "FLOOR", "MIN_FEATURES", "NOISE_T", "GUARANTEE_T", "CODE_DIR", "Code", "Pair", "Outcome",
+           "load_code", "code_text", "boilerplate", "compare", "store_code", "similarity"]
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "student_template" / "segmentation.py"
 FLOOR = 0.2  # pairs below this are not written to similarity.csv: independent solutions share idioms
-NOISE_T = 25  # shortest match (filtered characters) that counts; copydetect's default
-GUARANTEE_T = 35  # every match this long is found: winnowing window 11 (10x fewer fingerprints than 25)
+MIN_FEATURES = 40  # a share is of at least this many fingerprints: two near-empty submissions are not "100 %"
 CODE_DIR = "code"
 _STAMP = ".submission.sha256"
-_MAX_CODE_CHARS = 400_000  # per student: pygments is linear, but a 100 MB "solution" must not stall a batch
+_MAX_FILE_BYTES = 20 * MIB  # the intake's limit per file; the token cap (normalise.MAX_TOKENS) bounds the work
 _CODE_BUDGET = Budget(max_file_bytes=20 * MIB, max_total_bytes=100 * MIB, max_files=200, max_ratio=float("inf"))
-_VERSION = "1"  # bump when the comparison or the files written change
+_VERSION = "2"  # bump when the comparison or the files written change
+_PRELUDE_NOTEBOOK = (b'{"cells": [{"cell_type": "code", "metadata": {}, "source": "pass", "outputs": [], '
+                     b'"execution_count": null}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
 
 
 @dataclass(frozen=True)
@@ -54,9 +65,19 @@ class Pair:
     similarity: float  # max(sim_a, sim_b)
     sim_a: float  # share of a's own code found in b
     sim_b: float
-    overlap: int  # shared tokens (filtered characters)
-    slices_a: tuple[tuple[int, int], ...]  # shared passages, character offsets in a's code
+    overlap: int  # shared tokens (copydetect's filtered characters) of the passages marked; 0: no page drawn
+    slices_a: tuple[tuple[int, int], ...]  # shared passages, character offsets in a's code (``Code.text``)
     slices_b: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class Code:
+    """One student's code as compared: ``text`` (every .py file behind a ``# ===== name =====`` line, comments
+    and docstrings dropped; what the pages show) and its fingerprints."""
+
+    text: str
+    features: frozenset[int] = field(repr=False)
+    cut: bool = False  # the token cap was reached: what follows it is not compared
 
 
 @dataclass(frozen=True)
@@ -67,8 +88,9 @@ class Outcome:
     students: int
     pairs: int  # rows of similarity.csv
     flagged: int  # pairs at or above the threshold
-    missing: tuple[str, ...] = ()  # graded students without a code copy (left out)
+    missing: tuple[str, ...] = ()  # graded students without a readable code copy (left out)
     error: str | None = None
+    cut: tuple[str, ...] = ()  # students whose code reached the token cap (compared up to it)
 
 
 def _read_text(path: Path) -> str:
@@ -77,7 +99,7 @@ def _read_text(path: Path) -> str:
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
             raise UnpackError(f"{path.name} is not a file")
-        return f.read(4 * _MAX_CODE_CHARS).decode("utf-8", errors="replace")
+        return f.read(_MAX_FILE_BYTES).decode("utf-8", errors="replace")
 
 
 def _python_files(folder: Path) -> list[tuple[str, Path]]:
@@ -86,16 +108,36 @@ def _python_files(folder: Path) -> list[tuple[str, Path]]:
     return sorted(files, key=lambda f: (f[0] != "segmentation.py", f[0]))
 
 
-def code_text(folder: Path) -> str:
-    """A submission's code as one document: each .py file behind a comment naming it (comments do not count)."""
-    parts, size = [], 0
-    for rel, path in _python_files(folder):
-        text = _read_text(path)
-        parts.append(f"# ===== {rel} =====\n{text}\n")
-        size += len(parts[-1])
-        if size >= _MAX_CODE_CHARS:
+def _code(named_texts: Sequence[tuple[str, str]]) -> Code:
+    parts, found, left, cut = [], set(), normalise.MAX_TOKENS, False
+    for rel, text in named_texts:
+        if left <= 0:
+            cut = True
             break
-    return "".join(parts)[:_MAX_CODE_CHARS]
+        stripped = normalise.strip(text, left)  # comments and docstrings go before the cut
+        parts.append(f"# ===== {rel} =====\n{stripped.code}\n")
+        found |= normalise.features(stripped.code)
+        left -= stripped.tokens
+        cut = cut or stripped.cut
+    return Code("".join(parts), frozenset(found), cut)
+
+
+def load_code(folder: Path) -> Code:
+    """A submission's code, normalised and fingerprinted (all its .py files, at most ``MAX_TOKENS`` tokens)."""
+    return _code([(rel, _read_text(path)) for rel, path in _python_files(folder)])
+
+
+def code_text(folder: Path) -> str:
+    """A submission's code as the pages show it: each .py file behind a line naming it, without comments."""
+    return load_code(folder).text
+
+
+def boilerplate(template: str) -> Code:
+    """What every student received: the template, and the prelude the intake writes for every notebook."""
+    from grader.intake.notebooks import notebook_to_files
+
+    prelude = notebook_to_files(_PRELUDE_NOTEBOOK, name="notebook.ipynb")[0]["segmentation.py"]
+    return _code([("segmentation.py", template), ("notebook prelude", prelude)])
 
 
 def store_code(student_dir: Path, clean_folder: Path, content_hash: str) -> None:
@@ -133,78 +175,31 @@ def _refresh_code(out: Path, graded: Mapping[str, str], sources: Sequence[Path])
     with tempfile.TemporaryDirectory(prefix="seg-similarity-") as workdir:
         for entry in discover([Path(p) for p in sources], workdir=Path(workdir)):
             if isinstance(entry, Submission) and entry.student in stale and entry.content_hash == graded[entry.student]:
-                store_code(out / entry.student, entry.path, entry.content_hash)
+                try:
+                    store_code(out / entry.student, entry.path, entry.content_hash)
+                except (OSError, UnpackError):
+                    continue  # left out and listed as missing; the class is still compared
 
 
-def _slices(raw: str, slices: object) -> tuple[tuple[int, int], ...]:
-    """copydetect's 2xN start/end array as sorted, merged, in-bounds (start, end) pairs."""
-    spans = sorted((max(0, int(s)), min(len(raw), int(e))) for s, e in zip(*slices)) if len(slices[0]) else []
-    merged: list[tuple[int, int]] = []
-    for start, end in spans:
-        if end <= start:
-            continue
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
-        else:
-            merged.append((start, end))
-    return tuple(merged)
+def compare(docs: Mapping[str, Code], common: Code | None = None, *, floor: float = FLOOR,
+            pages: int | None = None) -> list[Pair]:
+    """Every pair of ``docs`` (student -> code) at or above ``floor``, most similar first; ``common``'s
+    fingerprints (the boilerplate) do not count. The shared passages are marked (copydetect) on the first
+    ``pages`` pairs (all when None)."""
+    shared_by_all = common.features if common is not None else frozenset()
+    own = {s: docs[s].features - shared_by_all for s in sorted(docs)}
+    pairs = []
+    for a, b in combinations(sorted(own), 2):
+        shared = len(own[a] & own[b])
+        sim_a, sim_b = (shared / max(len(own[s]), MIN_FEATURES) for s in (a, b))
+        if shared and max(sim_a, sim_b) >= floor:
+            pairs.append(Pair(a, b, max(sim_a, sim_b), sim_a, sim_b, 0, (), ()))
+    pairs.sort(key=lambda p: (-p.similarity, p.student_a, p.student_b))
+    from grader.similarity.passages import mark  # copydetect (numpy, pygments): only for the pages
 
-
-@dataclass
-class _Fingerprint:
-    """What copydetect's ``compare_files`` reads of a ``CodeFingerprint``."""
-
-    k: int
-    raw_code: str
-    filtered_code: str
-    offsets: object  # copydetect's Nx2 array: filtered index -> characters removed before it
-    hashes: set[int]
-    hash_idx: dict[int, list[int]]
-    token_coverage: float
-
-
-def _kgram_hash(gram: str) -> int:
-    # copydetect hashes k-grams with hash(), salted per process: the same class would give other pairs on
-    # every run. A keyed-nothing 64-bit BLAKE2 makes the report reproducible.
-    return int.from_bytes(hashlib.blake2b(gram.encode(), digest_size=8).digest(), "little", signed=True)
-
-
-def _fingerprint(text: str, window: int, boilerplate: object = None) -> _Fingerprint:
-    """copydetect's tokenising filter and winnowing (its ``CodeFingerprint``) with a reproducible hash; the
-    k-grams of ``boilerplate`` (every one of the template's) are dropped."""
-    import numpy as np
-    from copydetect.utils import filter_code, get_token_coverage, winnow
-
-    filtered, offsets = filter_code(text, "submission.py", language="python")  # never the student's file name
-    hashes = np.array([_kgram_hash(filtered[i:i + NOISE_T]) for i in range(len(filtered) - NOISE_T + 1)],
-                      dtype=np.int64)
-    hashes, idx = winnow(hashes, window, remove_duplicates=False) if len(hashes) else (hashes, hashes)
-    if boilerplate is not None and len(hashes):
-        keep = ~np.isin(hashes, boilerplate)
-        hashes, idx = hashes[keep], idx[keep]
-    hash_idx: dict[int, list[int]] = {}
-    for h, i in zip(hashes.tolist(), idx.tolist()):
-        hash_idx.setdefault(h, []).append(i)
-    return _Fingerprint(NOISE_T, text, filtered, offsets, set(hash_idx), hash_idx,
-                        float(get_token_coverage(hash_idx, NOISE_T, len(filtered))))
-
-
-def compare(docs: Mapping[str, str], boilerplate: str = "", *, floor: float = FLOOR) -> list[Pair]:
-    """Every pair of ``docs`` (student -> code) at or above ``floor``, most similar first."""
-    import numpy as np
-    from copydetect.detector import compare_files  # numpy, pygments, matplotlib: only when comparing
-
-    bp = np.array(sorted(_fingerprint(boilerplate, 1).hashes), dtype=np.int64) if boilerplate else None
-    prints = {s: _fingerprint(docs[s], GUARANTEE_T - NOISE_T + 1, bp) for s in sorted(docs)}
-    names, pairs = list(prints), []
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            overlap, (sim_a, sim_b), (slices_a, slices_b) = compare_files(prints[a], prints[b])
-            sim_a, sim_b = (min(1.0, float(x)) if np.isfinite(x) else 0.0 for x in (sim_a, sim_b))
-            if max(sim_a, sim_b) >= floor and overlap:
-                pairs.append(Pair(a, b, max(sim_a, sim_b), sim_a, sim_b, int(overlap),
-                                  _slices(prints[a].raw_code, slices_a), _slices(prints[b].raw_code, slices_b)))
-    return sorted(pairs, key=lambda p: (-p.similarity, p.student_a, p.student_b))
+    marked = pairs[:len(pairs) if pages is None else pages]
+    return mark(marked, {s: d.text for s, d in docs.items()}, common.text if common is not None else "") + \
+        pairs[len(marked):]
 
 
 def _key(graded: Mapping[str, str], present: Sequence[str], template: bytes, threshold: float) -> str:
@@ -213,7 +208,8 @@ def _key(graded: Mapping[str, str], present: Sequence[str], template: bytes, thr
     from grader.report.folder import renderer_digest  # the pair pages are drawn by the report's templates
 
     text = json.dumps({"version": _VERSION, "copydetect": version("copydetect"), "noise": NOISE_T,
-                       "guarantee": GUARANTEE_T, "floor": FLOOR, "threshold": threshold,
+                       "guarantee": GUARANTEE_T, "floor": FLOOR, "threshold": threshold, "min": MIN_FEATURES,
+                       "normalise": [normalise.MAX_TOKENS, normalise.MIN_SUBTREE, normalise.KGRAM],
                        "template": hashlib.sha256(template).hexdigest(), "renderer": renderer_digest(),
                        "students": sorted((s, graded[s]) for s in present)}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
@@ -234,14 +230,22 @@ def similarity(out_dir: Path, *, threshold: float, sources: Sequence[Path] = (),
         missing = tuple(sorted(set(graded) - set(present)))
         tpl = template.read_bytes() if template and template.is_file() else b""
         key = _key(graded, present, tpl, threshold)
-        from grader.similarity.pages import is_current, write_outputs
+        from grader.similarity.pages import MAX_PAGES, is_current, write_outputs
 
         if not force and is_current(out, key):
             return Outcome(False, len(present), 0, 0, missing)
-        codes = {s: code_text(out / s / CODE_DIR) for s in present}
-        pairs = compare(codes, tpl.decode("utf-8", "replace"))
-        flagged = write_outputs(out, pairs, codes, key=key, threshold=threshold, floor=FLOOR, missing=missing)
-        return Outcome(True, len(present), len(pairs), flagged, missing)
+        codes: dict[str, Code] = {}
+        for student in present:
+            try:
+                codes[student] = load_code(out / student / CODE_DIR)
+            except (OSError, UnpackError):  # a copy changed under us or holds too much: this student is left out
+                continue
+        missing = tuple(sorted(set(graded) - set(codes)))
+        cut = tuple(s for s in sorted(codes) if codes[s].cut)
+        pairs = compare(codes, boilerplate(tpl.decode("utf-8", "replace")), pages=MAX_PAGES)
+        flagged = write_outputs(out, pairs, {s: c.text for s, c in codes.items()}, key=key, threshold=threshold,
+                                floor=FLOOR, missing=missing, cut=cut)
+        return Outcome(True, len(codes), len(pairs), flagged, missing, cut=cut)
     except Exception as exc:  # noqa: BLE001 -- failure is data: the batch's grades stand without this view
         from grader.similarity.pages import write_failure
 

@@ -1,8 +1,9 @@
 """What ``grader.similarity.compare`` writes: ``similarity.csv``, the side-by-side pages and ``similarity.json``.
 
-The pages are drawn by the report's Jinja2 environment (autoescape on) from copydetect's matches: code is
-data, so a ``</script>`` in a student's string is shown, never run. Every file here is owner-only (0600, the
-folder 0700): staff files in a folder that may be served to students. ``similarity.json`` is what the index's
+The pages are drawn by the report's Jinja2 environment (autoescape on) from copydetect's matches on the code
+without comments (``grader.similarity.compare.Code.text``): code is data, so a ``</script>`` in a student's
+string is shown, never run. Every file here is owner-only (0600, the folder 0700): staff files in a folder
+that may be served to students. ``similarity.json`` is what the index's
 "Similar pairs" section reads, and it carries the key of its inputs (an unchanged regrade compares nothing).
 """
 from __future__ import annotations
@@ -110,16 +111,17 @@ def _pages(out: Path, pairs: Sequence, codes: Mapping[str, str]) -> dict[tuple[s
 
 
 def write_outputs(out: Path, pairs: Sequence, codes: Mapping[str, str], *, key: str, threshold: float,
-                  floor: float, missing: Sequence[str]) -> int:
+                  floor: float, missing: Sequence[str], cut: Sequence[str] = ()) -> int:
     """similarity.csv (``pairs``: ``grader.similarity.compare.Pair`` above the floor), the pages (``codes``: student ->
     the code the pairs' offsets index), then similarity.json (last: its key says the others are complete).
-    Returns how many pairs are at or above ``threshold``."""
+    ``cut``: students whose code reached the token cap. Returns how many pairs are at or above ``threshold``."""
     _owner_only_text(out / CSV_NAME, _csv(pairs))
     hrefs = _pages(out, pairs, codes)
     flagged = [p for p in pairs if p.similarity >= threshold]
     write_json_atomic(out / JSON_NAME, {
         "schema": _SCHEMA, "key": key, "threshold": threshold, "floor": floor, "students": len(codes),
-        "missing": list(missing), "pairs": len(pairs), "error": None, "flagged_count": len(flagged),
+        "missing": list(missing), "cut": list(cut), "pairs": len(pairs), "error": None,
+        "flagged_count": len(flagged),
         "flagged": [{"student_a": p.student_a, "student_b": p.student_b, "similarity": round(p.similarity, 4),
                      "href": hrefs.get((p.student_a, p.student_b))} for p in flagged[:MAX_PAGES]]})
     return len(flagged)
