@@ -20,6 +20,10 @@ from grader import report as pages_package
 from grader.batch.batch import GradeOptions, grade_all
 from grader.calibrate import Calibration, plan_calibration, summarise
 from grader.report.export import write_grades_csv
+from grader.gradebook.book import NO_LAYERS, Layers, load_gradebook, save_policy, write_layers
+from grader.gradebook.canvas import Export, write_canvas
+from grader.gradebook.generic import write_generic
+from grader.gradebook.release import Released, release_pages
 from grader.gradescope import GRADESCOPE_ROOT, run_gradescope
 from grader.kit.handout import build_kit, public_rubric
 from grader.kit.checkout import default_rubric
@@ -30,7 +34,8 @@ from grader.similarity.compare import Outcome as SimilarityOutcome
 from grader.similarity.compare import similarity as compare_class
 
 __all__ = ["REPO", "DEFAULT_RUBRIC", "Progress", "SelftestResult", "calibrate", "check", "grade", "gradescope",
-           "handout", "public_rubric", "report", "selftest", "similarity"]
+           "handout", "public_rubric", "report", "selftest", "similarity", "Layers", "export_canvas", "export_generic",
+           "release"]
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RUBRIC = default_rubric(REPO / "rubric.yaml")  # a student kit: its public rubric (grader.kit.checkout)
@@ -71,6 +76,7 @@ def grade(paths: Sequence[str | Path], *, rubric: Rubric | str | Path = DEFAULT_
     loaded = _load(rubric)
     results = grade_all([Path(p) for p in paths], rubric=loaded, sandbox=spec, options=options)
     if render:
+        save_policy(out, loaded.late)  # `grader report DIR` applies it without the rubric
         compare_class(out, threshold=loaded.similarity.threshold, sources=[Path(p) for p in paths])
         _reports(out, only_changed=True)
     return results
@@ -153,10 +159,16 @@ def handout(out_dir: str | Path, *, rubric: Rubric | str | Path = DEFAULT_RUBRIC
     return build_kit(Path(out_dir), rubric=_load(rubric))
 
 
-def report(out_dir: str | Path, *, released: bool = False) -> list[Path]:
+def report(out_dir: str | Path, *, released: bool = False, rubric: Rubric | str | Path | None = None,
+           layers: Layers = NO_LAYERS) -> list[Path]:
     """Redraw every page and grades.csv from the result.json files under ``out_dir``, without regrading
-    (``released``: after-due-date checks are shown to students). Returns the pages written."""
-    return _reports(Path(out_dir), released=released)
+    (``released``: after-due-date checks are shown to students), with the staff's layers: overrides,
+    extensions and submission times (the folder's own files, or ``layers``) and the late policy (``rubric``'s,
+    then recorded in the folder; else the one recorded). Returns the pages written. A bad staff file raises
+    ``GradebookError`` naming its line."""
+    if rubric is not None:
+        save_policy(Path(out_dir), _load(rubric).late)
+    return _reports(Path(out_dir), released=released, layers=layers)
 
 
 def similarity(out_dir: str | Path, *, rubric: Rubric | str | Path = DEFAULT_RUBRIC,
@@ -183,9 +195,36 @@ def gradescope(*, rubric: Rubric | str | Path = DEFAULT_RUBRIC, sandbox: str = "
                           root=Path(root) if root else GRADESCOPE_ROOT)
 
 
-def _reports(out: Path, *, released: bool = False, only_changed: bool = False) -> list[Path]:
+def _reports(out: Path, *, released: bool = False, only_changed: bool = False, layers: Layers = NO_LAYERS) -> list[Path]:
     """The report seam: Jinja2 and the templates are imported only when a page is drawn (``grader.report``
-    resolves ``render_all`` on first use)."""
+    resolves ``render_all`` on first use). The staff's layers are read (and refused) before anything is drawn."""
+    book = load_gradebook(out, layers=layers)
+    write_layers(book)  # <student>/grade.json: what the student's report shows of them
     pages = pages_package.render_all(out, released=released, only_changed=only_changed)
-    write_grades_csv(out)
+    write_grades_csv(out, book.grades)
     return pages
+
+
+def export_canvas(out_dir: str | Path, *, assignment: str, out: str | Path | None = None,
+                  roster: str | Path | None = None, points_possible: bool = True, missing: str = "blank",
+                  layers: Layers = NO_LAYERS) -> Export:
+    """The final grades of ``out_dir`` as a Canvas gradebook import (``grader.gradebook.canvas``), by default
+    ``out_dir/canvas.csv``; unmatched results are returned and listed in ``<out>.unmatched.csv``."""
+    book = load_gradebook(Path(out_dir), layers=layers)
+    return write_canvas(book, assignment=assignment, out=Path(out or Path(out_dir) / "canvas.csv"),
+                        roster=Path(roster) if roster else None, points_possible=points_possible, missing=missing)
+
+
+def export_generic(out_dir: str | Path, *, key: str = "email", out: str | Path | None = None,
+                   roster: str | Path | None = None, missing: str = "blank",
+                   layers: Layers = NO_LAYERS) -> Export:
+    """The final grades keyed by e-mail or SID (``grader.gradebook.generic``), by default ``out_dir/grades_<key>.csv``."""
+    book = load_gradebook(Path(out_dir), layers=layers)
+    return write_generic(book, key=key, out=Path(out or Path(out_dir) / f"grades_{key}.csv"),
+                         roster=Path(roster) if roster else None, missing=missing)
+
+
+def release(out_dir: str | Path, *, out: str | Path, layers: Layers = NO_LAYERS) -> Released:
+    """Each student's released report as one self-contained HTML file in ``out``, named by the id the LMS
+    knows, and ``out/manifest.csv`` (``grader.gradebook.release``)."""
+    return release_pages(load_gradebook(Path(out_dir), layers=layers), Path(out))

@@ -9,6 +9,8 @@
     grader handout --out KIT     # staff: the student kit (public checks, no solution; `pip install KIT`)
     grader report DIR            # re-render the HTML and exports from DIR/*/result.json
     grader similarity DIR [--from PATH...]   # staff: similar pairs of DIR's graded submissions (copydetect)
+    grader export canvas DIR --assignment "Title (id)" [--roster gradebook.csv]   # staff: final grades for Canvas
+    grader release DIR --out FOLDER    # staff: each student's released report, one HTML file per LMS id
     grader serve --data DIR [--host H --port P]   # the submission service; `grader serve tokens` the links
 
 Exit codes: 0 whatever the students did; 1 selftest failed; 2 bad usage or an invalid rubric; 3 an
@@ -28,6 +30,8 @@ from grader.core.results import SubmissionResult
 from grader.rubric import RubricError
 from grader.sandbox.base import InfrastructureError
 from grader.terminal import print_result
+from grader.gradebook import command as gradebook_command
+from grader.gradebook.csvfile import GradebookError
 from grader.serve import command as serve_command
 
 __all__ = ["main", "build_parser"]
@@ -82,12 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="re-render reports and exports from result.json files")
     report.add_argument("dir", type=Path)
     report.add_argument("--released", action="store_true", help="show after-due-date checks to students")
+    report.add_argument("--rubric", type=Path, default=None,
+                        help="apply this rubric's late: policy (and record it in DIR); default: the one recorded")
+    gradebook_command.add_layer_options(report)
     similar = sub.add_parser("similarity", help="staff: compare DIR's graded submissions pairwise (copydetect)")
     similar.add_argument("dir", type=Path)
     similar.add_argument("--from", dest="sources", nargs="+", type=Path, default=[],
                          help="the submissions DIR was graded from: code for students whose copy is missing")
     similar.add_argument("--rubric", type=Path, default=api.DEFAULT_RUBRIC, help="its similarity.threshold")
     similar.add_argument("--force", action="store_true", help="compare again even if nothing changed")
+    gradebook_command.add_parsers(sub)  # grader export canvas|generic, grader release
     serve_command.add_parser(sub, default_rubric=api.DEFAULT_RUBRIC)  # grader serve [tokens]
     return parser
 
@@ -201,8 +209,14 @@ def cmd_similarity(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("export", "release"):
+        return gradebook_command.run(args)
     if args.command == "report":
-        api.report(args.dir, released=args.released)
+        try:
+            api.report(args.dir, released=args.released, rubric=args.rubric, layers=gradebook_command.layers_of(args))
+        except (GradebookError, RubricError) as exc:
+            print(f"grader report: {exc}", file=sys.stderr)
+            return 2
         print(f"Rendered {args.dir}/index.html and the per-student reports.")
         return 0
     try:
@@ -211,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
                 "serve": serve_command.run}[args.command](args)
     except RubricError as exc:
         print(f"grader: invalid rubric {args.rubric}: {exc}", file=sys.stderr)
+        return 2
+    except GradebookError as exc:  # a staff file in the output folder: the results are written and kept
+        print(f"grader: {exc}; fix it, then run `grader report DIR`", file=sys.stderr)
         return 2
     except InfrastructureError as exc:
         print(f"grader: infrastructure fault, nothing was scored: {exc}", file=sys.stderr)

@@ -26,11 +26,25 @@ from grader.gradebook.late import LatePolicy, lateness, parse_moment
 from grader.gradebook.overrides import OVERRIDES, Override, by_student, read_overrides, validate_overrides
 from grader.report.collect import Unreadable, collect
 
-__all__ = ["EXTENSIONS", "TIMES", "POLICY", "Gradebook", "load_gradebook", "save_policy", "load_policy"]
+__all__ = ["EXTENSIONS", "TIMES", "POLICY", "LAYERS", "NO_LAYERS", "Layers", "Gradebook", "load_gradebook", "save_policy",
+           "load_policy", "write_layers"]
 
 EXTENSIONS = "extensions.csv"
 TIMES = "submission_times.csv"
 POLICY = "late_policy.json"
+LAYERS = "grade.json"  # per student, beside result.json: the layers its report shows (absent when none)
+
+
+@dataclass(frozen=True)
+class Layers:
+    """Staff files given on the command line instead of the output folder's own."""
+
+    overrides: Path | None = None
+    extensions: Path | None = None
+    times: Path | None = None
+
+
+NO_LAYERS = Layers()  # the output folder's own files
 
 
 @dataclass(frozen=True)
@@ -90,11 +104,10 @@ def _default(out_dir: Path, given: Path | None, name: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def load_gradebook(out_dir: Path, *, overrides: Path | None = None, extensions: Path | None = None,
-                   times: Path | None = None, policy: LatePolicy | None | str = "saved") -> Gradebook:
-    """Every readable result of ``out_dir`` with its final grade. ``overrides``/``extensions``/``times``:
-    files elsewhere than the output folder; ``policy``: a late policy, None for none, "saved" for the one
-    recorded in the folder. Raises GradebookError naming the file and line of any bad staff row."""
+def load_gradebook(out_dir: Path, *, layers: Layers = NO_LAYERS, policy: LatePolicy | None | str = "saved") -> Gradebook:
+    """Every readable result of ``out_dir`` with its final grade. ``layers``: staff files elsewhere than the
+    output folder; ``policy``: a late policy, None for none, "saved" for the one recorded in the folder.
+    Raises GradebookError naming the file and line of any bad staff row."""
     out_dir = Path(out_dir)
     loaded, unreadable = collect(out_dir)
     results = {x.result.student: x.result for x in loaded}
@@ -103,11 +116,11 @@ def load_gradebook(out_dir: Path, *, overrides: Path | None = None, extensions: 
     names = identity.aliases(list(results.values()))
     zone = late_policy.timezone if late_policy else None
     rows = ()
-    if path := _default(out_dir, overrides, OVERRIDES):
+    if path := _default(out_dir, layers.overrides, OVERRIDES):
         rows = tuple(_renamed(o, names) for o in read_overrides(path))
         validate_overrides(rows, path=path, results=results)
-    ext = _timed(_default(out_dir, extensions, EXTENSIONS), "due", names, zone)
-    when = _timed(_default(out_dir, times, TIMES), "submitted_at", names, zone)
+    ext = _timed(_default(out_dir, layers.extensions, EXTENSIONS), "due", names, zone)
+    when = _timed(_default(out_dir, layers.times, TIMES), "submitted_at", names, zone)
     mine = by_student(rows)
     grades = {}
     for student, result in sorted(results.items()):
@@ -119,3 +132,20 @@ def load_gradebook(out_dir: Path, *, overrides: Path | None = None, extensions: 
 
 def _renamed(o: Override, names: dict[str, str]) -> Override:  # a row may name the student by an LMS id
     return replace(o, student=names.get(o.student, o.student))
+
+
+def write_layers(book: Gradebook) -> None:
+    """``<student>/grade.json`` where a layer applies (an override, a late policy), removed where none does;
+    rewritten only when it changed, so an unchanged report is not redrawn."""
+    for student, grade in book.grades.items():
+        path = book.dirs[student] / LAYERS
+        if not grade.adjustments and not (grade.late and grade.late.note):
+            path.unlink(missing_ok=True)
+            continue
+        data = json.loads(json.dumps(grade.to_json()))
+        try:
+            same = json.loads(path.read_text(encoding="utf-8")) == data
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            write_json_atomic(path, data)

@@ -6,6 +6,7 @@ names, a Gradescope SID and e-mail from ``submission_metadata.yml``) and the sub
 """
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -17,20 +18,31 @@ __all__ = ["lms_ids", "canvas_user_id", "release_id", "submitted_at", "lms_late"
 _CANVAS_LATE_NOTE = "Canvas marked this submission late"
 
 
-def _lms(result: SubmissionResult) -> dict[str, Any]:
+def _fields(result: SubmissionResult) -> dict[str, Any]:
+    """Intake's identity fields (``source``, ``lms_id``, ``email``), top-level in the provenance or under
+    ``identity``, and any explicit ``canvas_user_id`` / ``gradescope_sid``."""
     provenance = result.provenance or {}
-    found = provenance.get("lms")
-    ids = dict(found) if isinstance(found, dict) else {}
-    for key in ("canvas_user_id", "gradescope_sid", "email", "source", "lms_id"):
-        if isinstance(provenance.get(key), (str, int)) and key not in ids:
-            ids[key] = provenance[key]
-    return ids
+    nested = provenance.get("identity")
+    fields = dict(nested) if isinstance(nested, dict) else {}
+    for key in ("source", "lms_id", "email", "canvas_user_id", "gradescope_sid"):
+        if key in provenance and key not in fields:
+            fields[key] = provenance[key]
+    return {k: str(v).strip() for k, v in fields.items() if isinstance(v, (str, int)) and not isinstance(v, bool)}
+
+
+def _from_canvas(source: str, lms_id: str) -> bool:
+    """Whether intake read ``lms_id`` from a Canvas bulk download's file name (``lastfirst[_LATE]_uid_...``)."""
+    return re.match(rf"^[^_/]+_(?:(?:LATE|late)_)?{re.escape(lms_id)}_", source.rsplit("/", 1)[-1]) is not None
 
 
 def lms_ids(result: SubmissionResult) -> dict[str, str]:
-    """The LMS identities intake recorded: some of canvas_user_id, gradescope_sid, email (text, non-empty)."""
-    return {k: str(v).strip() for k, v in _lms(result).items()
-            if k in ("canvas_user_id", "gradescope_sid", "email") and str(v).strip()}
+    """The LMS identities intake recorded: some of canvas_user_id, gradescope_sid, email (non-empty text)."""
+    fields = _fields(result)
+    ids = {k: fields[k] for k in ("canvas_user_id", "gradescope_sid", "email") if fields.get(k)}
+    lms_id = fields.get("lms_id", "")
+    if lms_id and not {"canvas_user_id", "gradescope_sid"} & set(ids):
+        ids["canvas_user_id" if _from_canvas(fields.get("source", ""), lms_id) else "gradescope_sid"] = lms_id
+    return ids
 
 
 def canvas_user_id(result: SubmissionResult) -> str | None:

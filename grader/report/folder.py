@@ -28,9 +28,11 @@ def renderer_digest(root: Path = _PACKAGE) -> str:
 
 
 def _inputs_digest(student_dir: Path, released: bool) -> str:
-    """What a report is made from: result.json, the artefacts, the release flag, the renderer's source."""
+    """What a report is made from: result.json, the artefacts, the staff's layers (grade.json: overrides,
+    lateness; grader.gradebook), the release flag, the renderer's source."""
     digest = hashlib.sha256(f"released={released}\0{renderer_digest()}".encode())
-    for path in [student_dir / "result.json", *sorted((student_dir / "artifacts").glob("*.npz"))]:
+    layers = [student_dir / "grade.json"] if (student_dir / "grade.json").is_file() else []
+    for path in [student_dir / "result.json", *layers, *sorted((student_dir / "artifacts").glob("*.npz"))]:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
