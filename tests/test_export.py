@@ -78,10 +78,11 @@ def test_grades_csv_has_one_row_per_student_in_rubric_column_order(out: Path) ->
     assert path == out / "grades.csv"
     with path.open(newline="", encoding="utf-8") as f:
         header = next(csv.reader(f))
-    assert header == ["student", "status", "total", "max", *(r[0] for r in RUBRIC), "miou"]
+    assert header == ["student", "status", "auto", "adjustment", "late_penalty", "final", "max",
+                      *(r[0] for r in RUBRIC), "miou"]
     rows = {r["student"]: r for r in read_csv(path)}
     assert sorted(rows) == sorted([*STUDENTS, BROKEN])
-    expected = {"status": "graded", "total": "100", "max": "100", "transpose_conv": "15", "full_training": "30",
+    expected = {"status": "graded", "auto": "100", "final": "100", "max": "100", "transpose_conv": "15", "full_training": "30",
                 "miou": "0.912"}
     assert {k: rows[PASSING][k] for k in expected} == expected
     assert rows[FAILING_UNIT]["transpose_conv"] == "0" and rows[FAILING_UNIT]["metrics_hidden"] == "4"
@@ -90,9 +91,9 @@ def test_grades_csv_has_one_row_per_student_in_rubric_column_order(out: Path) ->
 
 def test_grades_csv_marks_ungradable_zero_infrastructure_blank_and_broken_unreadable(out: Path) -> None:
     rows = {r["student"]: r for r in read_csv(write_grades_csv(out))}
-    assert (rows[UNGRADABLE]["status"], rows[UNGRADABLE]["total"]) == ("ungradable", "0")
-    assert (rows[INFRA]["status"], rows[INFRA]["total"]) == ("infrastructure_error", "")
-    assert rows[BROKEN]["status"] == "unreadable" and rows[BROKEN]["total"] == ""
+    assert (rows[UNGRADABLE]["status"], rows[UNGRADABLE]["auto"]) == ("ungradable", "0")
+    assert (rows[INFRA]["status"], rows[INFRA]["final"]) == ("infrastructure_error", "")
+    assert rows[BROKEN]["status"] == "unreadable" and rows[BROKEN]["final"] == ""
 
 
 def test_grades_csv_defuses_spreadsheet_formulas_in_student_ids(tmp_path: Path) -> None:
