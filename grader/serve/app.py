@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from grader.serve.auth import COOKIE, Forbidden, SignIn
+from grader.serve.auth import COOKIE, Forbidden, SignIn, check_csrf, identity
 from grader.serve.config import ServeConfig
 from grader.serve.store import Store, TokenProblem
 
@@ -130,7 +130,14 @@ def create_app(config: ServeConfig) -> FastAPI:
         return response
 
     @app.post("/logout")
-    def logout() -> Response:
+    async def logout(request: Request) -> Response:
+        form = await request.form()
+        try:
+            who = identity(request)
+        except SignIn:
+            who = None  # no session to end: just drop the cookie
+        if who is not None:
+            check_csrf(who, form.get("csrf"))
         response = RedirectResponse("/", status_code=303)
         response.delete_cookie(COOKIE, path="/")
         return response

@@ -64,7 +64,7 @@ def kind_of(filename: str | None) -> str:
     suffix = PurePosixPath((filename or "").replace("\\", "/")).suffix.lower().lstrip(".")
     if suffix not in KINDS:
         raise Refused("Upload your segmentation.py, a .zip of your folder, or your notebook (.ipynb); "
-                      f"a file ending in {('.' + suffix) if suffix else 'nothing'!r} cannot be graded.", 415)
+                      f"a file ending in {('.' + suffix) if suffix else 'no extension'} cannot be graded.", 415)
     return suffix
 
 
@@ -73,7 +73,8 @@ def _check_python(folder: Path) -> None:
     try:
         compile(source, "segmentation.py", "exec", dont_inherit=True)
     except SyntaxError as exc:
-        raise Refused(f"This is not valid Python: segmentation.py line {exc.lineno}: {exc.msg}. Fix it (run "
+        where = f" line {exc.lineno}" if exc.lineno else ""
+        raise Refused(f"This is not valid Python: segmentation.py{where}: {exc.msg}. Fix it (run "
                       "`python segmentation.py` on your machine) and upload again; this upload cost no attempt.") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise Refused(f"This is not a Python source file ({exc}). Upload the .py file itself; this upload cost "
