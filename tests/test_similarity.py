@@ -1,74 +1,38 @@
-"""Similar submissions (grader.similarity.compare): a disguised copy is found, honest work and the template are not,
-code is shown escaped, staff files stay owner-only, an unchanged class is not compared again, and a failure
-of the comparison is data, never the batch's crash or a change of any score."""
+"""Similar submissions (grader.similarity.compare): a disguised copy and a copy behind padding are found, honest work,
+the template and the notebook prelude are not, code is shown escaped, staff files stay owner-only, an unchanged
+class is not compared again, hostile code never stops the comparison, and a failure of the comparison is data,
+never the batch's crash or a change of any score."""
 from __future__ import annotations
 
-import ast
-import builtins
 import csv
+import json
 import os
-import random
 import shutil
 import stat
+import subprocess
+import sys
+import tempfile
+from itertools import combinations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from grader import api, cli
 from grader.intake.discover import Submission, discover
 from grader.core.results import SubmissionResult, write_result
 from grader.rubric import RubricError, parse_rubric
-from grader.similarity.compare import CODE_DIR, code_text, similarity
+from grader.similarity import normalise
+from grader.similarity.compare import CODE_DIR, boilerplate, code_text, compare, load_code, similarity
 from tests.quick_class import QUICK_RUBRIC
+from tests.similarity_corpus import corpus, disguise, pad, solutions
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "submissions"
 TEMPLATE = REPO / "student_template" / "segmentation.py"
-THRESHOLD = 0.6
+THRESHOLD = parse_rubric((REPO / "rubric.yaml").read_text()).similarity.threshold
 SCRIPT = 'BANNER = "</script><script>alert(1)</script>"\n'
-
-
-def disguise(source: str, seed: int = 0) -> str:
-    """What a student hiding a copy does: every identifier renamed (functions, classes, arguments, variables;
-    not imports, builtins or attributes), docstrings and comments replaced, top-level definitions reordered,
-    and the layout normalised by ``ast.unparse``."""
-    tree = ast.parse(source)
-    imported = {(a.asname or a.name).split(".")[0] for node in ast.walk(tree)
-                if isinstance(node, (ast.Import, ast.ImportFrom)) for a in node.names}
-    keep = imported | set(dir(builtins)) | {"self"}
-    names: dict[str, str] = {}
-
-    def new(name: str) -> str:
-        return name if name in keep or name.startswith("__") else names.setdefault(name, f"zz{len(names)}_q")
-
-    class Rename(ast.NodeTransformer):
-        def visit_Name(self, node: ast.Name) -> ast.Name:
-            node.id = new(node.id)
-            return node
-
-        def visit_arg(self, node: ast.arg) -> ast.arg:
-            node.arg = new(node.arg)
-            return node
-
-        def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.FunctionDef:
-            node.name = new(node.name)
-            self.generic_visit(node)
-            return node
-
-        def visit_ClassDef(self, node: ast.ClassDef) -> ast.ClassDef:
-            node.name = new(node.name)
-            self.generic_visit(node)
-            return node
-
-    body = Rename().visit(tree).body
-    heads = [s for s in body if isinstance(s, (ast.Import, ast.ImportFrom))]
-    defs = [s for s in body if isinstance(s, (ast.FunctionDef, ast.ClassDef))]
-    rest = [s for s in body if s not in heads and s not in defs]
-    random.Random(seed).shuffle(defs)
-    for node in ast.walk(ast.Module(body=defs, type_ignores=[])):
-        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and ast.get_docstring(node) is not None:
-            node.body = node.body[1:] or [ast.Pass()]
-    return "\n\n".join(f"# step {i}: written by me\n{ast.unparse(s)}" for i, s in enumerate(heads + rest + defs)) + "\n"
 
 
 def _graded_class(out: Path, root: Path, workdir: Path) -> dict[str, str]:
@@ -109,7 +73,7 @@ def test_the_disguised_copy_ranks_first_and_nothing_honest_reaches_the_threshold
     out = tmp_path / "out"
     _graded_class(out, klass, tmp_path / "w")
     disguised = (klass / "zed" / "segmentation.py").read_text()
-    assert "def transpose_conv2d" not in disguised and "# " in disguised  # the disguise did rename and recomment
+    assert "def DoubleConv" not in disguised and "while " in disguised  # the disguise renamed and rewrote loops
 
     outcome = similarity(out, threshold=THRESHOLD, sources=[klass])
 
@@ -251,3 +215,135 @@ def test_the_index_shows_similarity_json_as_data(tmp_path: Path) -> None:
     (out / "similarity.json").write_text("{not json")
     api.report(out)
     assert "similarity.json unreadable" in (out / "index.html").read_text()
+
+
+# --- the normalised comparison (issue 22): padding, disguise, independent work, hostile code --------------------
+
+def _notebook(*cells: str) -> str:
+    return json.dumps({"cells": [{"cell_type": "code", "metadata": {}, "source": c, "outputs": [],
+                                  "execution_count": None} for c in cells],
+                       "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
+
+
+def test_a_padded_copy_and_a_disguised_copy_are_flagged_and_no_independent_pair_is(tmp_path: Path) -> None:
+    """The red team's two copies (issue 22): ben's code verbatim behind 414 KB of comment lines, and the reference
+    rewritten (renames, reordered functions, for loops as while, merged expressions, new comments). Around them
+    the truly independent solutions: ada, ben, cleo's notebook, dan, the reference, and a second notebook that is
+    only the template (it shares the grader's notebook prelude with cleo, and nothing else)."""
+    root, out = tmp_path / "class", tmp_path / "out"
+    for student in ("ada", "ben", "dan"):
+        shutil.copytree(EXAMPLES / student, root / student)
+    shutil.copy(EXAMPLES / "cleo.ipynb", root / "cleo.ipynb")
+    (root / "nia.ipynb").write_text(_notebook(TEMPLATE.read_text()))
+    reference = (REPO / "reference" / "segmentation.py").read_text()
+    _write(root / "ref", reference)
+    padded = pad((EXAMPLES / "ben" / "segmentation.py").read_text(), kilobytes=414)
+    assert len(padded) > 414_000 and padded.index("def transpose_conv2d") > 400_000
+    _write(root / "pat", padded)
+    disguised = disguise(reference, seed=7)
+    assert "while " in disguised and "_conv_bn_relu" not in disguised
+    _write(root / "zoe", disguised)
+    _graded_class(out, root, tmp_path / "w")
+
+    outcome = similarity(out, threshold=THRESHOLD, sources=[root])
+
+    assert outcome.error is None and outcome.students == 8 and not outcome.missing and not outcome.cut
+    scores = {(r["student_a"], r["student_b"]): float(r["similarity"]) for r in _rows(out)}
+    flagged = {pair for pair, v in scores.items() if v >= THRESHOLD}
+    assert flagged == {("ben", "pat"), ("ref", "zoe")}, scores
+    assert outcome.flagged == 2
+    assert scores[("ben", "pat")] == 1.0  # comments do not count: the padded copy is the copy
+    page = (out / "similarity" / "ben__pat.html").read_text()
+    assert "<mark>" in page and "padding padding" not in page and len(page) < 200_000  # pages show code, not padding
+
+
+def test_on_the_generated_corpus_every_copy_reaches_the_threshold_and_no_independent_pair_does() -> None:
+    """bench/similarity.py's measurement, at the rubric's threshold: 5 solutions x (itself, 3 disguised copies,
+    a padded copy); a pair is a copy when both come from the same solution."""
+    docs = corpus(seeds=3)
+    codes = {name: load_code_of(text) for name, (_, text) in docs.items()}
+    pairs = compare(codes, boilerplate(TEMPLATE.read_text()), floor=0.0, pages=0)
+    score = {(p.student_a, p.student_b): p.similarity for p in pairs}
+    missed, false = [], []
+    for a, b in combinations(sorted(docs), 2):
+        same = docs[a][0] == docs[b][0]
+        value = score.get((a, b), 0.0)
+        if same and value < THRESHOLD:
+            missed.append((a, b, value))
+        if not same and value >= THRESHOLD:
+            false.append((a, b, value))
+    assert not missed and not false, (missed, false)
+    independent = [score.get(pair, 0.0) for pair in combinations(sorted(solutions()), 2)]
+    assert max(independent) < THRESHOLD - 0.15  # a margin, not a coin toss
+
+
+def load_code_of(text: str):
+    """One document as ``load_code`` reads a folder holding it as segmentation.py."""
+    with tempfile.TemporaryDirectory() as folder:
+        Path(folder, "segmentation.py").write_text(text)
+        return load_code(Path(folder))
+
+
+def test_renaming_reordering_recommenting_and_reformatting_leave_the_fingerprints_unchanged() -> None:
+    for name, source in solutions().items():
+        original = load_code_of(source).features
+        for seed in range(3):
+            assert load_code_of(disguise(source, seed, loops=False, merge=False)).features == original, (name, seed)
+
+
+def test_comments_and_docstrings_go_before_the_token_cap() -> None:
+    code = "def f(a, b):\n    '''doc'''\n    return a + b * 2 - f(b, a)\n"
+    padded = "# x\n" * 200_000 + '"""' + "doc " * 100_000 + '"""\n' + code.replace("doc", "d" * 500_000)
+    stripped = normalise.strip(padded, budget=50)
+    assert stripped.tokens == normalise.strip(code).tokens and not stripped.cut
+    assert "return a + b * 2" in stripped.code and "doc" not in stripped.code and "#" not in stripped.code
+    assert normalise.features(stripped.code) == normalise.features(normalise.strip(code).code)
+    long = normalise.strip("x = 1\n" * 10_000, budget=300)  # the cap is on tokens, at the end of a line
+    assert long.cut and long.tokens == 300 and long.code == "x = 1\n" * 100
+
+
+def test_the_fingerprints_are_the_same_in_every_process(tmp_path: Path) -> None:
+    """Python's hash() is salted per process; the fingerprints are not (same class, same pairs)."""
+    program = ("import sys; from grader.similarity import normalise as n; "
+               "print(sorted(n.features(n.strip(open(sys.argv[1]).read()).code)))")
+    runs = [subprocess.run([sys.executable, "-c", program, str(EXAMPLES / "ada" / "segmentation.py")],
+                           capture_output=True, text=True, check=True, cwd=REPO,
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")]
+    assert runs[0] == runs[1] and len(runs[0]) > 1000
+
+
+_HOSTILE = st.one_of(
+    st.binary(max_size=3000).map(lambda b: b.decode("latin-1")),
+    st.text(max_size=3000),
+    st.integers(1, 200_000).map(lambda n: "x = " + "(" * n + "1" + ")" * n + "\n"),
+    st.integers(1, 100_000).map(lambda n: "y = " + "-" * n + "1\n" + "z = [" * 3 + "\n"),
+    st.integers(1, 3000).map(lambda n: "".join(" " * i + "if x:\n" for i in range(n)) + " " * n + "pass\n"),
+    st.sampled_from(['"""never closed\n', "def f(:\n  return\n", "\tif x:\n  y\n\tz\n", "\\\n" * 50, "\x00\x00",
+                     "x = '''" + "a" * 200_000, "#" * 300_000, "\n" * 200_000, "a" * 2_000_000]),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=_HOSTILE)
+def test_hostile_text_never_raises_and_the_cap_holds(text: str) -> None:
+    stripped = normalise.strip(text, budget=2000)
+    assert stripped.tokens <= 4000 and len(stripped.code) <= len(text) + 10
+    assert all(isinstance(f, int) for f in normalise.features(stripped.code))
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(hostile=_HOSTILE, name=st.sampled_from(["helper.py", "segmentation.py"]))
+def test_hostile_code_in_a_class_never_stops_the_comparison(tmp_path: Path, hostile: str, name: str) -> None:
+    """Huge, binary, deeply nested or unparsable code in one submission: the class is still compared, and
+    the copy next to it still found."""
+    with tempfile.TemporaryDirectory(dir=tmp_path) as tmp:
+        root, out = Path(tmp) / "class", Path(tmp) / "out"
+        ada = (EXAMPLES / "ada" / "segmentation.py").read_text()
+        _write(root / "ada", ada)
+        _write(root / "zed", disguise(ada, seed=2))
+        _write(root / "eve", "def transpose_conv2d(x, w):\n    return x\n")
+        (root / "eve" / name).write_bytes(hostile.encode("utf-8", "surrogatepass"))
+        _graded_class(out, root, Path(tmp) / "w")
+        outcome = similarity(out, threshold=THRESHOLD, sources=[root])
+        assert outcome.error is None and outcome.students == 3 and not outcome.missing
+        assert outcome.flagged >= 1 and _rows(out)[0]["student_a"] == "ada" and _rows(out)[0]["student_b"] == "zed"
