@@ -23,6 +23,7 @@ from grader.core.results import SubmissionResult, write_json_atomic
 from grader.gradebook import identity
 from grader.gradebook.csvfile import GradebookError, read_rows
 from grader.gradebook.late import LatePolicy, lateness, parse_moment
+from grader.gradebook.view import LAYERS  # per student, beside result.json (absent when no layer)
 from grader.gradebook.overrides import OVERRIDES, Override, by_student, read_overrides, validate_overrides
 from grader.report.collect import Unreadable, collect
 
@@ -32,7 +33,6 @@ __all__ = ["EXTENSIONS", "TIMES", "POLICY", "LAYERS", "NO_LAYERS", "Layers", "Gr
 EXTENSIONS = "extensions.csv"
 TIMES = "submission_times.csv"
 POLICY = "late_policy.json"
-LAYERS = "grade.json"  # per student, beside result.json: the layers its report shows (absent when none)
 
 
 @dataclass(frozen=True)

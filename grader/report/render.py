@@ -12,6 +12,7 @@ from pathlib import Path
 
 from grader.report import views
 from grader.report.env import render_page
+from grader.gradebook.view import GradeView, grade_view
 from grader.core.results import SubmissionResult, read_result
 
 __all__ = ["render_student_report"]
@@ -29,6 +30,7 @@ class _Page:
     total: views.Total
     checks: tuple[views.CheckView, ...]
     provenance: views.ProvenanceView
+    grade: GradeView | None = None  # the staff's layers (grader.gradebook.view): adjustments, lateness, final
 
 
 def _page(result: SubmissionResult, student_dir: Path, *, released: bool) -> _Page:
@@ -38,6 +40,7 @@ def _page(result: SubmissionResult, student_dir: Path, *, released: bool) -> _Pa
         banner=views.banner(result), total=views.total(result, released=released),
         checks=tuple(views.check_view(c, student_dir, released=released) for c in result.checks),
         provenance=views.provenance_view(result.provenance or {}),
+        grade=grade_view(result, student_dir, released=released),
     )
 
 
