@@ -8,6 +8,13 @@ Everything this process writes is untrusted by construction (student code shares
 writes raw data only — arrays as ``.npy`` and plain JSON — and never a score. The host judges.
 Outputs of a stage: ``O/<stage>.json`` (rewritten atomically after every case, so a timeout keeps what
 finished) and ``O/<name>.npy`` arrays that the JSON names.
+
+Work ahead of the call: the unit cases' inputs are not readable while the student's module is imported. Before
+the import the runner reads them into an anonymous memory file (``memfd``: no path, no Python object), then
+seals ``J/unit`` (Landlock: this process and its children can no longer open a file there), imports the module
+(recording, in the unit stage, what torch work the import did: flagged for staff review, never a zero), and
+only then reads the cases back. Where the kernel refuses Landlock the stage still runs, and its record says
+so (``seal``). ``grader.checks.forbidden.install_guards`` runs before the import too.
 """
 from __future__ import annotations
 
@@ -23,6 +30,8 @@ from typing import Any
 import numpy as np
 
 from grader.checks import KINDS, STUDENT_NAMES
+from grader.core.nonetwork import explain as explain_no_network
+from grader.checks.forbidden import OpRecorder, install_guards
 from grader.sandbox.base import DEVICE_LINE, GPU_SHARE_ENV, GPU_SHARE_LINE
 
 __all__ = ["StageWriter", "main", "run_stage"]
@@ -61,12 +70,16 @@ def _to_numpy(value: Any) -> np.ndarray:
 
 def _error(exc: BaseException) -> dict[str, Any]:
     tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
-    said = str(exc).strip() or "(no message)"
-    return {"ok": False, "error": f"{type(exc).__name__}: {said}"[:2000], "traceback": "".join(tb)[-6000:]}
+    offline = explain_no_network(exc)  # never a bare URLError: what the course provides instead
+    said = offline or str(exc).strip() or "(no message)"
+    kind = "No network" if offline else type(exc).__name__
+    return {"ok": False, "error": f"{kind}: {said}"[:2000], "traceback": "".join(tb)[-6000:]}
 
 
-def run_stage(student: Any, stage: str, stages: dict, job: Path, writer: StageWriter, device: str) -> None:
-    """``import``: which API names exist; ``unit``: every unit check's cases; else the check named ``stage``."""
+def run_stage(student: Any, stage: str, stages: dict, job: Path, writer: StageWriter, device: str,
+              arrays: dict[str, Any] | None = None) -> None:
+    """``import``: which API names exist; ``unit``: every unit check's cases (their input ``arrays`` by job
+    path, read before the import: ``unseal``); else the check named ``stage``."""
     if stage == "import":
         writer.record("names", {"ok": True, "present": [n for n in STUDENT_NAMES
                                                         if callable(getattr(student, n, None))],
@@ -74,7 +87,81 @@ def run_stage(student: Any, stage: str, stages: dict, job: Path, writer: StageWr
         return
     configs = stages["unit"]["checks"] if stage == "unit" else [stages[stage]]
     for config in configs:
-        KINDS[config["kind"]].run(student, config, job, writer, device)
+        KINDS[config["kind"]].run(student, {**config, "loaded": arrays} if arrays is not None else config, job,
+                                  writer, device)
+
+
+# ---- the unit cases, out of reach while the student's module is imported ------------------------------------
+
+def seal_cases(job: Path, stages: dict, stage: str) -> tuple[int | None, dict]:
+    """In the unit stage, the case arrays copied into a memfd (``unseal`` reads them back); in every stage,
+    ``J/unit`` sealed. Returns (the memfd or None, the record of what held)."""
+    fd = None
+    if stage == "unit":
+        rels = [a for c in stages["unit"]["checks"] for case in c.get("cases", []) for a in case["arrays"]]
+        fd = os.memfd_create("unit-cases", os.MFD_CLOEXEC)
+        with open(fd, "wb", closefd=False) as f:
+            np.savez(f, *(np.load(job / rel, allow_pickle=False) for rel in rels))
+    folder = job / "unit"
+    if not folder.is_dir():
+        return fd, {"sealed": False, "why": "no unit cases in this job"}
+    why = deny_reading(folder)
+    return fd, {"sealed": why is None, **({"why": why} if why else {})}
+
+
+_LANDLOCK_READ_FILE, _PATH_BENEATH, _SYS = 1 << 2, 1, (444, 445, 446)  # same numbers on x86_64 and aarch64
+
+
+def deny_reading(folder: Path) -> str | None:
+    """Landlock: from now on this process (and what it starts) may open every file for reading except those
+    beneath ``folder``; irreversible. Returns None when it held, else why not (an old kernel, a seccomp filter)."""
+    import ctypes
+    import struct
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    target = folder.resolve()
+    attr = struct.pack("=Q", _LANDLOCK_READ_FILE)
+    ruleset = libc.syscall(_SYS[0], attr, ctypes.c_size_t(len(attr)), ctypes.c_uint32(0))
+    if ruleset < 0:
+        return f"Landlock unavailable: {os.strerror(ctypes.get_errno())}"
+    try:
+        chain = [*reversed(target.parents), target]  # "/", "/job", ... target
+        for parent, step in zip(chain, chain[1:]):
+            for entry in os.scandir(parent):
+                path = Path(entry.path)
+                try:
+                    resolved = path.resolve()
+                except (OSError, RuntimeError):  # a link loop: nothing to read through it
+                    continue
+                if path == step or target in (resolved, *resolved.parents):
+                    continue
+                try:
+                    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+                except OSError:
+                    continue  # gone, or a dangling link: nothing to read there
+                try:
+                    rule = struct.pack("=Qi", _LANDLOCK_READ_FILE, fd)
+                    libc.syscall(_SYS[1], ctypes.c_int(ruleset), ctypes.c_int(_PATH_BENEATH), rule,
+                                 ctypes.c_uint32(0))
+                finally:
+                    os.close(fd)
+        libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS (the sandbox set it already): Landlock requires it
+        if libc.syscall(_SYS[2], ctypes.c_int(ruleset), ctypes.c_uint32(0)) < 0:
+            return f"Landlock refused: {os.strerror(ctypes.get_errno())}"
+    finally:
+        os.close(ruleset)
+    return None
+
+
+def unseal(fd: int | None, stages: dict) -> dict[str, Any] | None:
+    """The unit cases' arrays by job path, read back from the memfd after the import."""
+    if fd is None:
+        return None
+    rels = [a for c in stages["unit"]["checks"] for case in c.get("cases", []) for a in case["arrays"]]
+    os.lseek(fd, 0, os.SEEK_SET)  # the memfd's offset is shared with its dups: written to the end, read from 0
+    with open(os.dup(fd), "rb") as f, np.load(f, allow_pickle=False) as saved:
+        return {rel: saved[f"arr_{i}"] for i, rel in enumerate(rels)}
 
 
 def _notebook_cells(student: Any) -> dict | None:
@@ -146,15 +233,25 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(config["threads"])
     device = _device(torch, config.get("device", "cpu"))
     writer = StageWriter(out, args.stage)
+    fd, seal = seal_cases(job, config["stages"], args.stage)
+    install_guards()
     sys.path.insert(0, str(Path(args.submission).resolve()))
     sys.argv = ["segmentation.py"]  # the student's code must not learn the out folder from argv
+    guarded = args.stage == "unit" and any(c.get("record_ops") for c in config["stages"]["unit"]["checks"])
+    recorder = OpRecorder() if guarded else None
     try:
-        student = importlib.import_module("segmentation")
+        if recorder is None:
+            student = importlib.import_module("segmentation")
+        else:
+            with recorder:
+                student = importlib.import_module("segmentation")
     except BaseException as exc:  # SyntaxError, ImportError, SystemExit ...: data for the judge
         writer.record("import_error", {**_error(exc), "syntax": isinstance(exc, SyntaxError)})
         return 3
+    if args.stage == "unit":
+        writer.record("import_ops", {"ok": True, "seal": seal, **(recorder.record() if recorder else {})})
     try:
-        run_stage(student, args.stage, config["stages"], job, writer, device)
+        run_stage(student, args.stage, config["stages"], job, writer, device, unseal(fd, config["stages"]))
     except Exception as exc:
         writer.record("stage_error", _error(exc))
         return 4
