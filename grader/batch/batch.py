@@ -55,6 +55,21 @@ def _cached(student_dir: Path, sub: Submission, rubric: Rubric) -> SubmissionRes
     return old if same and old.status != "infrastructure_error" else None
 
 
+def known_owners(out: Path) -> dict[str, str]:
+    """The ids already in the output folder -> who they belong to (intake's ``owner``; a result from before
+    owners were recorded belongs to the name it has), so that a batch never hands an id to someone else."""
+    owners = {}
+    for result_file in sorted(out.glob("*/result.json")):
+        try:
+            identity = read_result(result_file).provenance.get("identity")
+        except (OSError, ValueError, KeyError, TypeError):
+            identity = None
+        owner = identity.get("owner") if isinstance(identity, dict) else None
+        owners[result_file.parent.name] = owner if isinstance(owner, str) and owner else \
+            f"name:{result_file.parent.name}"
+    return owners
+
+
 def grade_all(paths: Sequence[Path], *, rubric: Rubric, sandbox: SandboxSource,
               options: GradeOptions) -> list[SubmissionResult]:
     """Grade what is not up to date under ``options.out_dir``. ``sandbox``: the engine, a ``SandboxSpec``, or a
@@ -81,7 +96,8 @@ def grade_all(paths: Sequence[Path], *, rubric: Rubric, sandbox: SandboxSource,
 
     try:
         with aborting_on_signals(abort):
-            entries = discover([Path(p) for p in paths], workdir=scratch / "intake", single=options.single)
+            entries = discover([Path(p) for p in paths], workdir=scratch / "intake", single=options.single,
+                               known=known_owners(out))
             if options.on_total:
                 options.on_total(len(entries))
             results, todo = _settled(entries, rubric, out, options)

@@ -28,7 +28,7 @@ from grader.job.cache import eval_key_fingerprint, installed_version
 from grader.kit.checkout import staff_hidden
 from grader.checks.verdict import JudgeContext
 from grader.data.evalsecret import KEY_FILE
-from grader.batch.pipeline import Batch, grade_submission, rejected_result, write_artifacts
+from grader.batch.pipeline import Batch, grade_submission, intake_identity, rejected_result, write_artifacts
 from grader.job.prepare import prepare_job
 from grader.core.results import SubmissionResult, write_result
 from grader.rubric import Rubric
@@ -76,7 +76,8 @@ def infrastructure_result(rubric: Rubric, sub: Submission, exc: Exception) -> Su
                             message=f"Not graded — the grading machinery failed: {exc}. This is not the "
                                     "student's fault; fix it and run the same command again (finished "
                                     "results are kept).",
-                            provenance={"grader_version": __version__, "submission_hash": sub.content_hash})
+                            provenance={"grader_version": __version__, "submission_hash": sub.content_hash,
+                                        **intake_identity(sub)})
 
 
 def record_result(student_dir: Path, result: SubmissionResult, artifacts: dict) -> None:

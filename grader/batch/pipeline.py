@@ -213,7 +213,7 @@ def _finish(batch: Batch, sub: Submission, checks: list[CheckResult], durations:
                   "device_by_stage": devices,
                   "sandbox": {**batch.sandbox.describe(), "isolation": next(iter(isolation.values()), "")},
                   "graded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                  "intake_notes": list(sub.notes)}
+                  "intake_notes": list(sub.notes), **intake_identity(sub)}
     return score_submission(student=sub.student, checks=checks, rubric=batch.rubric, status=status,
                             message=message, provenance=provenance)
 
@@ -222,7 +222,14 @@ def rejected_result(rubric: Rubric, rejected: Rejected) -> SubmissionResult:
     checks = [skipped(c, "the submission could not be read") for c in rubric.checks]
     return score_submission(student=rejected.student, checks=checks, rubric=rubric, status="ungradable",
                             message=f"{rejected.reason} (from {rejected.source}). Fix it and resubmit.",
-                            provenance={"grader_version": __version__, "python_version": platform.python_version()})
+                            provenance={"grader_version": __version__, "python_version": platform.python_version(),
+                                        **intake_identity(rejected)})
+
+
+def intake_identity(entry: Submission | Rejected) -> dict:
+    """Where a result's row came from (its file or folder, the LMS and its id of the student) and, where the
+    LMS says, when it was submitted: the provenance keys grades.csv, the gradebook and intake read back."""
+    return {"identity": entry.identity(), **({"submitted_at": entry.submitted_at} if entry.submitted_at else {})}
 
 
 def write_artifacts(student_dir: Path, artifacts: dict[str, dict[str, np.ndarray]]) -> None:

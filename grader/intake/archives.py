@@ -25,7 +25,7 @@ from pathlib import Path
 
 __all__ = [
     "UnpackError", "Budget", "ClassArchive", "is_junk", "entry_parts", "read_listing",
-    "extract_zip", "extract_class_zip",
+    "extract_zip", "extract_class_zip", "reraise_disk_full",
 ]
 
 MIB = 1024 * 1024
@@ -200,9 +200,9 @@ def _extract(zf: zipfile.ZipFile, plan: Sequence[tuple[tuple[str, ...], zipfile.
             _write_entry(zf, info, target, budget)
 
 
-def _reraise_disk_full(exc: OSError) -> None:
-    """A full disk is the grader's problem, not the student's: let it propagate."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+def reraise_disk_full(exc: BaseException) -> None:
+    """A full disk is the grader's problem, not the student's: let it propagate (the batch stops, is rerun)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         raise exc
 
 
@@ -214,7 +214,7 @@ def extract_zip(path: Path, dest: Path, *, budget: Budget) -> None:
     except _ZIP_ERRORS as exc:
         raise UnpackError(f"{path.name} is corrupt or unreadable ({exc})") from None
     except OSError as exc:
-        _reraise_disk_full(exc)
+        reraise_disk_full(exc)
         raise UnpackError(f"{path.name} could not be unpacked ({exc.strerror or exc})") from None
 
 
@@ -240,7 +240,7 @@ def _extract_group(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], dest: Path
     except _ZIP_ERRORS as exc:
         raise UnpackError(f"corrupt or unreadable entry ({exc})") from None
     except OSError as exc:
-        _reraise_disk_full(exc)
+        reraise_disk_full(exc)
         raise UnpackError(f"could not be unpacked ({exc.strerror or exc})") from None
 
 

@@ -19,7 +19,6 @@ no ``submission_metadata.yml`` is read and no Canvas name is parsed, and nothing
 """
 from __future__ import annotations
 
-import errno
 import os
 import re
 import shutil
@@ -31,7 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from grader.intake.archives import (MIB, Budget, UnpackError, entry_parts, extract_class_zip, extract_zip, is_junk,
-                             read_listing)
+                             read_listing, reraise_disk_full)
 from grader.intake.cleancopy import clean_copy, hash_folder
 from grader.intake.lms import METADATA, Candidate, class_candidates, is_canvas_name
 from grader.intake.notebooks import notebook_to_files, write_notebook_files
@@ -69,10 +68,13 @@ class Submission:
     lms_id: str = ""  # the LMS's id of the student (Canvas user id, Gradescope sid), "" where none
     email: str = ""
     owner: str = ""  # who the id belongs to across batches (lms_id, else the raw name): ids never change owner
+    lms: str = ""  # "canvas", "gradescope" or "" (a plain folder or file)
+    submitted_at: str = ""  # ISO 8601 where the LMS export says, else ""
 
     def identity(self) -> dict[str, str]:
         """Where the row came from, for result.json's provenance and grades.csv."""
-        return {"source": self.source, "lms_id": self.lms_id, "email": self.email, "owner": self.owner}
+        return {"source": self.source, "lms": self.lms, "lms_id": self.lms_id, "email": self.email,
+                "owner": self.owner}
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,8 @@ class Rejected:
     lms_id: str = ""
     email: str = ""
     owner: str = ""
+    lms: str = ""
+    submitted_at: str = ""
 
     identity = Submission.identity
 
@@ -194,17 +198,12 @@ def _prepare(path: Path, *, student: str, source: str, workdir: Path, limits: In
     except (_Reject, UnpackError) as exc:
         return Rejected(student=student, source=source, reason=str(exc), **who)
     except OSError as exc:
-        _reraise_disk_full(exc)
+        reraise_disk_full(exc)
         why = f"{exc.strerror}: {Path(str(exc.filename)).name}" if exc.strerror and exc.filename else str(exc)
         return Rejected(student=student, source=source, reason=f"could not read the submission ({why})", **who)
     except Exception as exc:  # the barrier: one submission's oddity (or a grader bug) is its result only
         return Rejected(student=student, source=source, reason=_unexpected(exc), **who)
     return Submission(student=student, path=clean, content_hash=digest, source=source, notes=tuple(found), **who)
-
-
-def _reraise_disk_full(exc: BaseException) -> None:
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        raise exc  # the grader's disk, not the student's fault: the batch stops and is rerun
 
 
 def _unexpected(exc: BaseException) -> str:
@@ -270,7 +269,7 @@ def _guarded_candidates(path: Path, *, stage: Path, limits: IntakeLimits, single
     try:
         return _candidates(path, stage=stage, limits=limits, single=single)
     except Exception as exc:
-        _reraise_disk_full(exc)
+        reraise_disk_full(exc)
         reason = str(exc) if isinstance(exc, UnpackError) else _unexpected(exc)
         return [Candidate(path.stem or "submission", None, str(path), problem=reason)]
 
@@ -353,7 +352,8 @@ def discover(paths: Sequence[Path], *, workdir: Path, limits: IntakeLimits = Int
         # A workdir kept inside the class folder is the grader's, not a student's.
         cands = _distinct_owners([c for c in cands if not _holds(c.path, workdir)])
         for sid, cand in _unique_ids(cands, known or {}):
-            who = {"lms_id": cand.lms_id, "email": cand.email, "owner": cand.owner}
+            who = {"lms_id": cand.lms_id, "email": cand.email, "owner": cand.owner, "lms": cand.lms,
+                   "submitted_at": cand.submitted_at}
             if cand.problem or cand.path is None:
                 results.append(Rejected(student=sid, source=cand.source, reason=cand.problem, **who))
             else:

@@ -54,6 +54,8 @@ class Candidate:
     lms_id: str = ""  # the LMS's own id of the student: Canvas user id, Gradescope sid ("" in a plain folder)
     email: str = ""  # where the LMS gives it (Gradescope)
     key: str = ""  # who it is when neither an LMS id nor the raw name tells (set by intake)
+    lms: str = ""  # which LMS export it came from: "canvas", "gradescope" or "" (a plain folder)
+    submitted_at: str = ""  # ISO 8601, where the export says (Gradescope's :created_at:)
 
     @property
     def owner(self) -> str:
@@ -145,9 +147,9 @@ def _canvas_person(root: Path, files: list[_CanvasFile], *, label: str, stage: P
         problems = [f"every file of this submission has an unusable name ({', '.join(f.name for f in unusable)}); "
                     "submit segmentation.py again under that name"]
     if problems:
-        return Candidate(who, None, source, notes, problem="; ".join(problems), lms_id=uid)
+        return Candidate(who, None, source, notes, problem="; ".join(problems), lms_id=uid, lms="canvas")
     if len(chosen) == 1:
-        return Candidate(who, root / chosen[0].name, source, notes, lms_id=uid)
+        return Candidate(who, root / chosen[0].name, source, notes, lms_id=uid, lms="canvas")
     # Several files in one Canvas submission: gather them, under their original names, as a folder.
     folder = Path(tempfile.mkdtemp(prefix="canvas-", dir=stage))
     for f in chosen:
@@ -157,8 +159,8 @@ def _canvas_person(root: Path, files: list[_CanvasFile], *, label: str, stage: P
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise  # the grader's disk, not the student's fault
             return Candidate(who, None, source, notes,
-                             problem=f"{f.name} could not be read ({exc.strerror or exc}); submit it again", lms_id=uid)
-    return Candidate(who, folder, source, notes, lms_id=uid)
+                             problem=f"{f.name} could not be read ({exc.strerror or exc}); submit it again", lms_id=uid, lms="canvas")
+    return Candidate(who, folder, source, notes, lms_id=uid, lms="canvas")
 
 
 def _ignored_note(ignored: list[str]) -> tuple[str, ...]:
@@ -276,10 +278,20 @@ def _gradescope(root: Path, *, label: str, names: list[str], bad: Mapping[str, s
             rows.setdefault(person, []).append(key)
     problems = {k: _key_problem(root, k, names) for k in meta}
     ids = {who: (sid, email) for record in meta.values() for who, sid, email in _people(record)}
-    return [replace(_gradescope_person(root, person, sorted(keys), meta, problems, label=label, bad=bad,
-                                       general=general), lms_id=ids.get(person, ("", ""))[0],
-                    email=ids.get(person, ("", ""))[1])
+    return [_with_identity(_gradescope_person(root, person, sorted(keys), meta, problems, label=label, bad=bad,
+                                              general=general), ids.get(person, ("", "")), meta)
             for person, keys in sorted(rows.items())]
+
+
+def _with_identity(cand: Candidate, ids: tuple[str, str], meta: Mapping[str, Any]) -> Candidate:
+    """The Gradescope sid and e-mail of ``cand``'s person, and when the graded folder was submitted."""
+    folder = cand.source.rsplit("/", 1)[-1]
+    created = _field(meta.get(folder, {}), "created_at")
+    when = _parse_time(created) if isinstance(created, str) else None
+    if when is not None and when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return replace(cand, lms_id=ids[0], email=ids[1], lms="gradescope",
+                   submitted_at=when.isoformat() if when else "")
 
 
 def _gradescope_person(root: Path, person: str, keys: list[tuple[float, int, str]],
