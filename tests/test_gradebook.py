@@ -294,3 +294,29 @@ def test_layers_given_elsewhere_than_the_output_folder(tmp_path: Path) -> None:
 def test_final_grade_without_layers_is_the_autograded_score() -> None:
     grade = final_grade(result("ada"))
     assert (grade.auto, grade.adjustment, grade.late_penalty, grade.final) == (30.0, 0.0, 0.0, 30.0)
+
+
+def test_the_report_shows_adjustments_under_the_visibility_policy(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from grader import api
+
+    base = result("ada", submitted_at="2026-12-02T12:00:00-05:00")
+    checks = (base.checks[0], replace(base.checks[1], visibility="hidden"), base.checks[2])
+    out = write_class(tmp_path, replace(base, checks=checks))
+    save_policy(out, policy())
+    (out / "overrides.csv").write_text("student,check,adjust,comment\nada,transpose_conv,-1,VISIBLE-NOTE\n"
+                                       "ada,bilinear_kernel,+2,HIDDEN-NOTE\n")
+    api.report(out)
+    before = (out / "ada" / "report.html").read_text()
+    assert "VISIBLE-NOTE" in before and "HIDDEN-NOTE" not in before
+    assert "10 % of the score" in before and "shown when all results are released" in before
+    assert "final</th>" not in before  # the final score is derived from the withheld check
+    api.report(out, released=True)
+    after = (out / "ada" / "report.html").read_text()
+    assert "VISIBLE-NOTE" in after and "HIDDEN-NOTE" in after and "final</th>" in after
+    (out / "overrides.csv").unlink()
+    save_policy(out, None)
+    api.report(out, released=True)  # no layer left: no grade.json, no Grade card
+    assert not (out / "ada" / "grade.json").exists()
+    assert 'class="card grade"' not in (out / "ada" / "report.html").read_text()

@@ -194,3 +194,41 @@ def test_released_pages_in_chromium_show_comments_and_penalty_and_nothing_hidden
     for text in texts.values():
         assert "Transpose convolution (more cases)" in text  # the hidden check: its name and score ...
         assert not any(message in text for message in hidden)  # ... never its message
+
+
+GRADESCOPE_YML = """\
+submission_71:
+  :submitters:
+  - :name: Ada Lovelace
+    :sid: 'S-111'
+    :email: Ada@uni.edu
+  :created_at: 2026-12-03 10:00:00.123456789 -05:00
+submission_72:
+  :submitters:
+  - :name: Grace Hopper
+    :sid: 'S-222'
+    :email: grace@uni.edu
+  :created_at: 2026-12-01 22:00:00.000000000 -05:00
+"""
+
+
+def test_gradescope_created_at_makes_a_submission_late_and_the_email_export_matches(
+        tmp_path: Path, cache_dir: Path) -> None:
+    export, out = tmp_path / "export", tmp_path / "out"
+    export.mkdir()
+    (export / "submission_metadata.yml").write_text(GRADESCOPE_YML)
+    for folder in ("submission_71", "submission_72"):
+        shutil.copytree(materialize("passes_all", tmp_path / folder), export / folder)
+    rubric = rubric_file(tmp_path / "rubric.yaml", bilinear_points=10)
+    api.grade([export], rubric=rubric, out_dir=out, cache_dir=cache_dir, jobs=2)
+    rows = grades(out)
+    assert rows["S-111"]["late_penalty"] == "11" and rows["S-111"]["final"] == "44"  # 2 started days: 20 % of 55
+    assert rows["S-222"]["late_penalty"] == "0" and rows["S-222"]["final"] == "55"
+    (tmp_path / "roster.csv").write_text("Name,Email,SID\nAda Lovelace,ada@uni.edu,S-111\n"
+                                         "Grace Hopper,grace@uni.edu,S-222\nAlan Turing,alan@uni.edu,S-333\n")
+    assert main(["export", "generic", str(out), "--key", "email", "--roster", str(tmp_path / "roster.csv")]) == 0
+    exported = list(csv.reader((out / "grades_email.csv").open(newline="", encoding="utf-8")))
+    assert exported == [["Name", "Email", "SID", "Score", "Max Points"], ["Ada Lovelace", "ada@uni.edu", "S-111", "44", "55"],
+                        ["Grace Hopper", "grace@uni.edu", "S-222", "55", "55"], ["Alan Turing", "alan@uni.edu", "S-333", "", "55"]]
+    manifest = api.release(out, out=tmp_path / "released")
+    assert sorted(p.name for p in manifest.folder.glob("*.html")) == ["S-111.html", "S-222.html"]  # by SID

@@ -19,19 +19,20 @@ _CANVAS_LATE_NOTE = "Canvas marked this submission late"
 
 
 def _fields(result: SubmissionResult) -> dict[str, Any]:
-    """Intake's identity fields (``source``, ``lms_id``, ``email``), top-level in the provenance or under
-    ``identity``, and any explicit ``canvas_user_id`` / ``gradescope_sid``."""
+    """Intake's identity fields (``source``, ``lms``: canvas|gradescope, ``lms_id``, ``email``), under the
+    provenance's ``identity`` (or top-level), and any explicit ``canvas_user_id`` / ``gradescope_sid``."""
     provenance = result.provenance or {}
     nested = provenance.get("identity")
     fields = dict(nested) if isinstance(nested, dict) else {}
-    for key in ("source", "lms_id", "email", "canvas_user_id", "gradescope_sid"):
+    for key in ("source", "lms", "lms_id", "email", "canvas_user_id", "gradescope_sid"):
         if key in provenance and key not in fields:
             fields[key] = provenance[key]
     return {k: str(v).strip() for k, v in fields.items() if isinstance(v, (str, int)) and not isinstance(v, bool)}
 
 
 def _from_canvas(source: str, lms_id: str) -> bool:
-    """Whether intake read ``lms_id`` from a Canvas bulk download's file name (``lastfirst[_LATE]_uid_...``)."""
+    """Whether intake read ``lms_id`` from a Canvas bulk download's file name (``lastfirst[_LATE]_uid_...``):
+    for a result written before intake recorded ``lms``."""
     return re.match(rf"^[^_/]+_(?:(?:LATE|late)_)?{re.escape(lms_id)}_", source.rsplit("/", 1)[-1]) is not None
 
 
@@ -41,7 +42,8 @@ def lms_ids(result: SubmissionResult) -> dict[str, str]:
     ids = {k: fields[k] for k in ("canvas_user_id", "gradescope_sid", "email") if fields.get(k)}
     lms_id = fields.get("lms_id", "")
     if lms_id and not {"canvas_user_id", "gradescope_sid"} & set(ids):
-        ids["canvas_user_id" if _from_canvas(fields.get("source", ""), lms_id) else "gradescope_sid"] = lms_id
+        lms = fields.get("lms") or ("canvas" if _from_canvas(fields.get("source", ""), lms_id) else "gradescope")
+        ids["canvas_user_id" if lms == "canvas" else "gradescope_sid"] = lms_id
     return ids
 
 
