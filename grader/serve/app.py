@@ -11,31 +11,18 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
+from grader.serve import staff, student
 from grader.serve.auth import COOKIE, Forbidden, SignIn, check_csrf, identity
 from grader.serve.config import ServeConfig
+from grader.serve.pages import PAGE_CSP, environment, page
 from grader.serve.store import Store, TokenProblem
 
-__all__ = ["create_app", "page", "SizeLimit"]
+__all__ = ["create_app", "build_app", "SizeLimit"]
 
 _HERE = Path(__file__).resolve().parent
 _STATIC = {"app.js": "text/javascript", "serve.css": "text/css"}  # the only files /static/ serves
-PAGE_CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " \
-           "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-
-
-def _environment() -> Environment:
-    return Environment(loader=FileSystemLoader(str(_HERE / "templates")), autoescape=select_autoescape(["j2"]),
-                       trim_blocks=True, lstrip_blocks=True)
-
-
-def page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
-    env: Environment = request.app.state.templates
-    who = getattr(request.state, "identity", None)
-    html = env.get_template(template).render(who=who, config=request.app.state.config, **context)
-    return HTMLResponse(html, status_code=status)
 
 
 class SizeLimit:
@@ -83,12 +70,10 @@ class SizeLimit:
 
 
 def create_app(config: ServeConfig) -> FastAPI:
-    from grader.serve import staff, student  # the routers (they import this module's ``page``)
-
     app = FastAPI(title="seg-autograder submissions", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.config = config
     app.state.store = Store(config.data_dir)
-    app.state.templates = _environment()
+    app.state.templates = environment()
     app.include_router(student.router)
     app.include_router(staff.router)
     too_large = app.state.templates.get_template("message.html.j2").render(

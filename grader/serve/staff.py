@@ -14,10 +14,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
-from grader.serve.app import page
+from grader.serve.pages import page
 from grader.serve.auth import check_csrf, staff
 from grader.serve.config import RESERVED, when
 from grader.serve.store import Identity
+from grader.serve.student import report_file
 from grader.serve.uploads import requeue_copy
 
 __all__ = ["router", "lookup"]
@@ -105,8 +106,6 @@ def class_pages(request: Request, rest: str, who: Staff) -> Response:
 
 @router.get("/submissions/{sub_id}/report")
 def any_report(request: Request, sub_id: int, who: Staff) -> Response:
-    from grader.serve.student import report_file
-
     sub = request.app.state.store.submission(sub_id)
     if sub is None:
         return page(request, "message.html.j2", 404, title="Not found", message="No such submission.")

@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from grader.serve.app import page
+from grader.serve.pages import page
 from grader.serve.auth import check_csrf, student
 from grader.serve.config import ServeConfig, history_dir, when
 from grader.serve.store import Identity, Store, Submission
