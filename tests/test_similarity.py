@@ -347,3 +347,15 @@ def test_hostile_code_in_a_class_never_stops_the_comparison(tmp_path: Path, host
         outcome = similarity(out, threshold=THRESHOLD, sources=[root])
         assert outcome.error is None and outcome.students == 3 and not outcome.missing
         assert outcome.flagged >= 1 and _rows(out)[0]["student_a"] == "ada" and _rows(out)[0]["student_b"] == "zed"
+
+
+def test_a_submission_past_the_token_cap_is_compared_up_to_it_and_listed(tmp_path: Path) -> None:
+    root, out = tmp_path / "class", tmp_path / "out"
+    ada = (EXAMPLES / "ada" / "segmentation.py").read_text()
+    _write(root / "ada", ada)
+    _write(root / "max", ada + "x = 1\n" * (normalise.MAX_TOKENS // 3 + 10))  # the copy first, then statements
+    _graded_class(out, root, tmp_path / "w")
+    outcome = similarity(out, threshold=THRESHOLD, sources=[root])
+    assert outcome.cut == ("max",) and outcome.flagged == 1
+    assert json.loads((out / "similarity.json").read_text())["cut"] == ["max"]
+    assert load_code(out / "max" / CODE_DIR).text.count("x = 1\n") < normalise.MAX_TOKENS // 3

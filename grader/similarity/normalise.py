@@ -11,6 +11,9 @@ does not count (reordered functions), and merging a temporary into the expressio
 fingerprints of both parts. Text that does not parse (a notebook cell with a syntax error, a binary file) is
 parsed per top-level block, and a block that still fails is fingerprinted as k-grams of its normalised tokens.
 
+The parser is the standard library's (``ast``, ``tokenize``): the one well-kept Python parser there is. The
+AST comparers on the package index (pycode-similar, last released 2020) diff function dumps pair by pair.
+
 Fingerprints are 64-bit BLAKE2 digests (never ``hash()``, salted per process): the same code gives the same
 set in every process. Every step is linear in the input and iterative (no recursion on student nesting).
 Student code is only read as text here: never imported, never run.
