@@ -40,7 +40,7 @@ from grader.intake.discover import prepare_submission
 from grader.checks import kind_of, stage_of
 from grader.checks.verdict import StageResult
 from grader.core.outputs import read_stage
-from grader.batch.pipeline import Batch, grade_submission
+from grader.batch.pipeline import BatchSetup, grade_submission
 from grader.rubric import Rubric, load_rubric
 from grader.runner import StageWriter, run_stage
 from grader.sandbox.base import SandboxRequest, SandboxRun
@@ -73,7 +73,7 @@ def server_start(threads: int, work: Path) -> float:
         sandbox.close()
 
 
-def end_to_end(batch: Batch, work: Path) -> tuple[float, dict[str, float], dict[str, float]]:
+def end_to_end(batch: BatchSetup, work: Path) -> tuple[float, dict[str, float], dict[str, float]]:
     """(seconds, check -> score, stage -> seconds) for the reference through the local sandbox."""
     sub = prepare_submission(REPO / "reference", student="reference", workdir=work / "intake")
     if isinstance(batch.sandbox, LocalSandbox):  # the batch's server is warm, as in a batch
@@ -93,11 +93,11 @@ def _call_stage(stage: str, job: Path, student: object, out: Path, device: str) 
     run_stage(student, stage, stages, job, StageWriter(out, stage), device)
 
 
-def _judge_all(batch: Batch, stages: dict[str, StageResult]) -> dict[str, float]:
+def _judge_all(batch: BatchSetup, stages: dict[str, StageResult]) -> dict[str, float]:
     return {c.id: kind_of(c).judge(c, stages[stage_of(c)], batch.ctx).result.score for c in batch.rubric.checks}
 
 
-def _run_stage(stage: str, batch: Batch, student: object, out: Path) -> StageResult:
+def _run_stage(stage: str, batch: BatchSetup, student: object, out: Path) -> StageResult:
     _call_stage(stage, batch.ctx.plan.job_dir, student, out, batch.device)
     return StageResult(stage, _IN_PROCESS, read_stage(out, stage), batch.rubric.budget(stage))
 
@@ -117,7 +117,7 @@ def _fresh_child(job: str, out: str, device: str, threads: int, stages: list[str
     print(json.dumps(seconds))
 
 
-def direct_fresh(batch: Batch, work: Path) -> tuple[float, dict[str, float], dict[str, float]]:
+def direct_fresh(batch: BatchSetup, work: Path) -> tuple[float, dict[str, float], dict[str, float]]:
     """The same stages in ONE new Python process (imports before its clock), judged here by the same judge."""
     stages = _stages(batch.rubric)
     argv = [sys.executable, __file__, "--fresh-child", json.dumps(
@@ -131,7 +131,7 @@ def direct_fresh(batch: Batch, work: Path) -> tuple[float, dict[str, float], dic
     return sum(seconds.values()) + judging.seconds, scores, seconds
 
 
-def direct(batch: Batch, work: Path) -> tuple[float, dict[str, float], dict[str, float]]:
+def direct(batch: BatchSetup, work: Path) -> tuple[float, dict[str, float], dict[str, float]]:
     """The same stages on the reference module in this process, judged by the same judge."""
     student, stages, seconds = reference_module(), {}, {}
     torch.set_num_threads(batch.rubric.threads)

@@ -2,7 +2,7 @@
 
     grader grade PATH... --out DIR [--rubric rubric.yaml] [--sandbox local|docker] [-j N] [--gpus 0,1
                  [--jobs-per-gpu K]]
-                 [--engine local|ray [--address HOST:PORT]]
+                 [--executor pool|ray [--address HOST:PORT]]
     grader check [PATH]          # a student's self-check: public checks only, readable output
     grader selftest              # reference/ must get full marks, student_template/ zero
     grader calibrate [--seeds K] [--designs ada,ben]   # staff: mIoU over seeds on this device, a suggested bar
@@ -36,7 +36,7 @@ from grader.serve import command as serve_command
 
 __all__ = ["main", "build_parser"]
 
-_EXECUTOR_OF_ENGINE = {"local": "pool", "ray": "ray"}  # the CLI's word for where submissions are graded
+_EXECUTOR_OF_ENGINE = {"local": "pool", "ray": "ray"}  # the deprecated --engine's words (one release more)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,11 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--gradescope", action="store_true",
                        help="run inside Gradescope's container: grade /autograder/submission, write "
                             "/autograder/results/results.json")
-    grade.add_argument("--engine", choices=tuple(_EXECUTOR_OF_ENGINE), default="local",
-                       help="local: a worker pool on this machine (default); ray: one Ray task per submission "
+    grade.add_argument("--executor", choices=("pool", "ray"), default="pool",
+                       help="pool: a worker pool on this machine (default); ray: one Ray task per submission "
                             "on a Ray cluster (pip install -e '.[ray]')")
+    grade.add_argument("--engine", choices=tuple(_EXECUTOR_OF_ENGINE), default=None,
+                       help="deprecated: --executor (local is pool); removed in the next release")
     grade.add_argument("--address", default=None,
-                       help="--engine ray: the cluster's address, e.g. 10.0.0.1:6379 (default: $RAY_ADDRESS, "
+                       help="--executor ray: the cluster's address, e.g. 10.0.0.1:6379 (default: $RAY_ADDRESS, "
                             "else a Ray started on this machine)")
     grade.add_argument("--gradescope-root", type=Path, default=None, help=argparse.SUPPRESS)  # tests
     check = sub.add_parser("check", help="self-check a submission against the public checks")
@@ -129,9 +131,18 @@ def cmd_grade(args: argparse.Namespace) -> int:
               "--out results`", file=sys.stderr)
         return 2
     with Progress(enabled=not args.quiet) as progress:
-        results = api.grade(args.paths, out_dir=args.out, executor=_EXECUTOR_OF_ENGINE[args.engine], jobs=args.jobs,
+        results = api.grade(args.paths, out_dir=args.out, executor=_executor(args), jobs=args.jobs,
                             regrade=args.regrade, ray_address=args.address, progress=progress, **_engine(args))
     return _report_batch(results, args.out)
+
+
+def _executor(args: argparse.Namespace) -> str:
+    if args.engine is None:
+        return args.executor
+    executor = _EXECUTOR_OF_ENGINE[args.engine]
+    print(f"grader grade: --engine is deprecated and goes in the next release (\"engine\" names the sandbox); "
+          f"write --executor {executor}", file=sys.stderr)
+    return executor
 
 
 def _report_batch(results: list[SubmissionResult], out: Path) -> int:
@@ -146,6 +157,10 @@ def _report_batch(results: list[SubmissionResult], out: Path) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    if args.jobs != 1:  # refused, never ignored: one submission has nothing to share out
+        print("grader check: -j grades several submissions at once, and check grades one; drop -j "
+              "(--jobs-per-gpu sets a GPU's share)", file=sys.stderr)
+        return 2
     with Progress(enabled=not args.quiet) as progress:
         result, page = api.check(args.path, out_dir=args.out, progress=progress, **_engine(args))
     print_result(result)

@@ -25,7 +25,7 @@ from grader.intake.discover import Submission
 from grader.core.results import SubmissionResult
 from grader.sandbox.base import InfrastructureError
 
-__all__ = ["EXECUTORS", "Begin", "Executor", "GradeOne", "Graded", "Outcome", "PoolExecutor", "Record",
+__all__ = ["EXECUTORS", "Begin", "Executor", "GradeOne", "Graded", "Finished", "PoolExecutor", "Record",
            "gpu_memory_fraction", "gpu_sharing", "gpu_slots", "mps_running"]
 
 EXECUTORS = ("pool", "ray")
@@ -33,8 +33,8 @@ EXECUTORS = ("pool", "ray")
 # (result, artefact name -> arrays) of one graded submission
 Graded = tuple[SubmissionResult, dict]
 GradeOne = Callable[[Submission, Union[str, None]], Graded]
-Outcome = Union[Graded, InfrastructureError]  # what happened to one submission
-Record = Callable[[Submission, Outcome], SubmissionResult]  # writes the outcome once, returns its result
+Finished = Union[Graded, InfrastructureError]  # what happened to one submission
+Record = Callable[[Submission, Finished], SubmissionResult]  # writes the outcome once, returns its result
 Begin = Callable[[str], None]  # a submission's sandbox is starting (progress)
 
 
@@ -108,7 +108,7 @@ class PoolExecutor:
             if on_begin:
                 on_begin(sub.student)
             try:
-                outcome: Outcome = grade_one(sub, gpu)
+                outcome: Finished = grade_one(sub, gpu)
             except InfrastructureError as exc:
                 outcome = exc
             finally:

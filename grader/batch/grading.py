@@ -22,13 +22,13 @@ from typing import Callable
 
 from grader import __version__
 from grader.core.cleanup import remove_tree
-from grader.batch.executors import Begin, Executor, Graded, Outcome, gpu_memory_fraction, gpu_sharing
+from grader.batch.executors import Begin, Executor, Finished, Graded, gpu_memory_fraction, gpu_sharing
 from grader.intake.discover import Submission
 from grader.job.cache import eval_key_fingerprint, installed_version
 from grader.kit.checkout import staff_hidden
 from grader.checks.verdict import JudgeContext
 from grader.data.evalsecret import KEY_FILE
-from grader.batch.pipeline import Batch, grade_submission, intake_identity, rejected_result, write_artifacts
+from grader.batch.pipeline import BatchSetup, grade_submission, intake_identity, rejected_result, write_artifacts
 from grader.job.prepare import prepare_job
 from grader.core.results import SubmissionResult, write_result
 from grader.rubric import Rubric
@@ -48,7 +48,7 @@ def _provenance(rubric: Rubric, dataset_hash: str, device: str) -> dict:
 
 
 def prepare_batch(rubric: Rubric, *, sandbox: Sandbox, scratch: Path, cache_dir: Path, device: str = "cpu",
-                  hidden: tuple[Path, ...] = (), jobs_per_gpu: int = 1) -> Batch:
+                  hidden: tuple[Path, ...] = (), jobs_per_gpu: int = 1) -> BatchSetup:
     """What every submission of a batch shares: the job folder, expected outputs, provenance (built once, by
     a trusted subprocess: see ``grader.job.prepare``). Hidden from the sandbox: reference/, the dataset cache
     (labels) and the host-only folder (expected outputs, evaluation labels). ``jobs_per_gpu``: K jobs share
@@ -61,11 +61,11 @@ def prepare_batch(rubric: Rubric, *, sandbox: Sandbox, scratch: Path, cache_dir:
     provenance = _provenance(rubric, prepared.plan.dataset_hash, device)
     if device == "cuda":
         provenance["gpu_sharing"] = gpu_sharing(jobs_per_gpu)
-    return Batch(rubric=rubric, ctx=ctx, sandbox=sandbox, hidden_paths=hidden_paths, scratch=scratch,
+    return BatchSetup(rubric=rubric, ctx=ctx, sandbox=sandbox, hidden_paths=hidden_paths, scratch=scratch,
                  device=device, gpu_memory_fraction=gpu_memory_fraction(jobs_per_gpu), provenance=provenance)
 
 
-def grade_with_gpu(batch: Batch, sub: Submission, gpu: str | None) -> Graded:
+def grade_with_gpu(batch: BatchSetup, sub: Submission, gpu: str | None) -> Graded:
     """``grade_one`` over a batch prepared in this process."""
     return grade_submission(replace(batch, gpu=gpu), sub)
 
@@ -97,7 +97,7 @@ def grade_fresh(todo: list[Submission], *, rubric: Rubric, executor: Executor,
     GPU between that many jobs; here each stage gets the memory cap that goes with it."""
     out, lock = out_dir.resolve(), threading.Lock()
 
-    def record(sub: Submission, outcome: Outcome) -> SubmissionResult:
+    def record(sub: Submission, outcome: Finished) -> SubmissionResult:
         result, artifacts = ((infrastructure_result(rubric, sub, outcome), {})
                              if isinstance(outcome, InfrastructureError) else outcome)
         record_result(out / sub.student, result, artifacts)
@@ -122,7 +122,7 @@ def grade_fresh(todo: list[Submission], *, rubric: Rubric, executor: Executor,
 
 
 # ------------------------------------------------------------------ grading on another machine (Ray nodes)
-_NODE_BATCHES: dict[tuple, Batch] = {}  # per worker process: the job is built once, not once per task
+_NODE_BATCHES: dict[tuple, BatchSetup] = {}  # per worker process: the job is built once, not once per task
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,7 @@ class NodeGrader:
                 "to that path on every node (or share the cache folder), then rerun")
         return grade_with_gpu(self._batch(gpu), sub, gpu)
 
-    def _batch(self, gpu: str | None) -> Batch:
+    def _batch(self, gpu: str | None) -> BatchSetup:
         device = "cuda" if gpu is not None and _cuda_usable(gpu) else "cpu"  # what the runner will use
         key = (self.rubric.source_hash, self.sandbox, self.cache_dir, device, self.jobs_per_gpu)
         if key not in _NODE_BATCHES:

@@ -1,12 +1,14 @@
 """The path of one submission: stages in the sandbox, judged on the host, scored, written atomically.
 
-``Batch`` holds what is computed once per batch (job folder, expected outputs); ``grade_submission`` runs
+``BatchSetup`` holds what every submission of a batch shares, computed once (job folder, expected outputs, the
+engine; ``grader.batch.batch`` is the batch itself: intake, resume, summary); ``grade_submission`` runs
 one student's stages in order, skipping a stage whose checks cannot run (missing function, a required
 check failed), runs a check's second-chance stage only when its kind asks (``_second_chance``), and turns
 every failure into data.
 """
 from __future__ import annotations
 
+import io
 import json
 import platform
 import tempfile
@@ -21,6 +23,7 @@ from grader import __version__
 from grader.checks import KINDS, stage_of
 from grader.checks.verdict import JudgeContext, Judged, StageResult, not_run, oneline, result, skipped
 from grader.core.cleanup import remove_tree
+from grader.core.files import write_atomic
 from grader.intake.discover import Rejected, Submission
 from grader.intake.notebooks import failed_cells_message
 from grader.core.outputs import OutputError, StageOutputs, read_stage
@@ -29,13 +32,13 @@ from grader.rubric import CheckSpec, Rubric
 from grader.sandbox.base import InfrastructureError, Sandbox, SandboxRequest, runner_device
 from grader.batch.scoring import score_submission
 
-__all__ = ["Batch", "grade_submission", "judge_behind_barrier", "rejected_result", "write_artifacts"]
+__all__ = ["BatchSetup", "grade_submission", "judge_behind_barrier", "rejected_result", "write_artifacts"]
 
 INFRA_RETRIES = 2
 
 
 @dataclass(frozen=True)
-class Batch:
+class BatchSetup:
     rubric: Rubric
     ctx: JudgeContext
     sandbox: Sandbox
@@ -48,7 +51,7 @@ class Batch:
     torch_home: Path | None = None  # the course's pretrained weights, read-only in every stage (grader.weights)
 
 
-def _run_stage(batch: Batch, sub: Submission, stage: str, run_dir: Path, *, budget_of: str | None = None) -> StageResult:
+def _run_stage(batch: BatchSetup, sub: Submission, stage: str, run_dir: Path, *, budget_of: str | None = None) -> StageResult:
     """Run ``stage`` under the budget of stage ``budget_of`` (default: its own; a retry runs under its check's)."""
     out = run_dir / stage
     budget = batch.rubric.budget(budget_of or stage)
@@ -76,7 +79,7 @@ def _run_stage(batch: Batch, sub: Submission, stage: str, run_dir: Path, *, budg
         return StageResult(stage, run, StageOutputs(out, {}), budget, problem=f"{type(exc).__name__}: {oneline(exc)}")
 
 
-def _refuse_wrong_device(batch: Batch, stderr: str) -> None:
+def _refuse_wrong_device(batch: BatchSetup, stderr: str) -> None:
     """A GPU batch whose stage could not use its GPU must not be graded on the CPU (wrong budgets, and not
     what the TA asked for): that is the machine's fault, never the student's."""
     said = runner_device(stderr)
@@ -103,7 +106,7 @@ def _import_verdict(stage: StageResult) -> tuple[str | None, set[str], str]:
     return None, {n for n in present if isinstance(n, str)}, ""
 
 
-def grade_submission(batch: Batch, sub: Submission) -> tuple[SubmissionResult, dict]:
+def grade_submission(batch: BatchSetup, sub: Submission) -> tuple[SubmissionResult, dict]:
     """Grade one submission. Returns the result and the artefacts (npz name -> arrays) for the report."""
     rubric, durations, stages, artifacts = batch.rubric, {}, {}, {}
     results: dict[str, CheckResult] = {}
@@ -160,7 +163,7 @@ def judge_behind_barrier(check: CheckSpec, stage: StageResult, ctx: JudgeContext
                              "(type, shape, dtype) against the template's docstring."))
 
 
-def _second_chance(batch: Batch, sub: Submission, check: CheckSpec, first: Judged, stages: dict,
+def _second_chance(batch: BatchSetup, sub: Submission, check: CheckSpec, first: Judged, stages: dict,
                    durations: dict, run_dir: Path) -> Judged:
     """The kind's retry (``grader.checks.base.Retry``): its stage ``<id>.retry`` is run, once, only when the
     first verdict asks for it (else nothing is started), judged like the first, and the kind says which
@@ -205,7 +208,7 @@ def _unmet(check: CheckSpec, req: str, done: CheckResult | None, rubric: Rubric)
     return f"{why}: {verdict}" if verdict else ""
 
 
-def _finish(batch: Batch, sub: Submission, checks: list[CheckResult], durations: dict, stages: dict,
+def _finish(batch: BatchSetup, sub: Submission, checks: list[CheckResult], durations: dict, stages: dict,
             *, status: str = "graded", message: str = "") -> SubmissionResult:
     isolation = {s: r.run.isolation for s, r in stages.items()}
     devices = {s: runner_device(r.run.stderr) for s, r in stages.items()}
@@ -233,9 +236,7 @@ def intake_identity(entry: Submission | Rejected) -> dict:
 
 
 def write_artifacts(student_dir: Path, artifacts: dict[str, dict[str, np.ndarray]]) -> None:
-    folder = student_dir / "artifacts"
-    folder.mkdir(parents=True, exist_ok=True)
     for name, arrays in artifacts.items():
-        tmp = folder / f".{name}.tmp.npz"
-        np.savez_compressed(tmp, **arrays)
-        tmp.replace(folder / f"{name}.npz")
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        write_atomic(student_dir / "artifacts" / f"{name}.npz", buffer.getvalue(), mode=0o644)

@@ -19,11 +19,11 @@ from __future__ import annotations
 import json
 import math
 import numbers
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from grader.core.files import write_atomic
 
 __all__ = [
     "SCHEMA_VERSION", "CHECK_STATUSES", "SUBMISSION_STATUSES", "VISIBILITIES",
@@ -93,18 +93,8 @@ class SubmissionResult:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` via a temp file in the same folder and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, allow_nan=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write JSON to ``path`` atomically (``grader.core.files.write_atomic``)."""
+    write_atomic(path, json.dumps(data, indent=1, allow_nan=False))
 
 
 def write_result(student_dir: Path, result: SubmissionResult) -> Path:

@@ -16,13 +16,13 @@ from pathlib import Path
 
 from grader.intake.archives import MIB, Budget, UnpackError, is_junk
 
-__all__ = ["MAX_TREE_DEPTH", "collect", "hash_folder", "clean_copy"]
+__all__ = ["MAX_TREE_DEPTH", "list_files", "hash_folder", "clean_copy"]
 
 MAX_TREE_DEPTH = 32  # folders inside a submitted folder (os.walk, mkdir and rmtree recurse per level)
 _UNLIMITED = dict(max_file_bytes=2**62, max_total_bytes=2**62, max_files=2**62, max_ratio=float("inf"))
 
 
-def collect(root: Path, budget: Budget, notes: list[str]) -> list[tuple[str, Path]]:
+def list_files(root: Path, budget: Budget, notes: list[str]) -> list[tuple[str, Path]]:
     """Regular files under ``root`` by sorted relative path; links and litter skipped; limits held."""
     found: list[tuple[str, Path]] = []
     total = 0
@@ -70,13 +70,13 @@ def _digest(items: Sequence[tuple[str, bytes]]) -> str:
 
 def hash_folder(folder: Path) -> str:
     """The content hash of a clean folder (what ``Submission.content_hash`` holds)."""
-    files = collect(folder, Budget(**_UNLIMITED), [])
+    files = list_files(folder, Budget(**_UNLIMITED), [])
     return _digest([(rel, _read_nofollow(p)) for rel, p in files])
 
 
 def clean_copy(root: Path, *, student: str, workdir: Path, budget: Budget, notes: list[str]) -> tuple[Path, str]:
-    """Copy what ``collect`` keeps to ``workdir/<student>-<hash8>`` (atomically: a temp folder renamed)."""
-    files = [(rel, _read_nofollow(p)) for rel, p in collect(root, budget, notes)]
+    """Copy what ``list_files`` keeps to ``workdir/<student>-<hash8>`` (atomically: a temp folder renamed)."""
+    files = [(rel, _read_nofollow(p)) for rel, p in list_files(root, budget, notes)]
     digest = _digest(files)
     tmp = Path(tempfile.mkdtemp(prefix=f".{student}-", dir=workdir))
     try:

@@ -30,6 +30,7 @@ from typing import Callable
 
 import grader
 from grader.checks import KINDS
+from grader.core.files import update_tree
 from grader.kit import checkout as kit
 from grader.data.evalsecret import installation_secret, secret_fingerprint
 from grader.rubric import Rubric
@@ -47,11 +48,6 @@ def installed_version(package: str) -> str:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return "not installed"
-
-
-def _sources(digest: "hashlib._Hash", root: Path) -> None:
-    for path in sorted(root.rglob("*.py")):
-        digest.update(f"{path.relative_to(root)}\0{path.stat().st_size}\0".encode() + path.read_bytes())
 
 
 def eval_key_fingerprint(cache_dir: Path) -> str:
@@ -76,7 +72,7 @@ def cache_key(rubric: Rubric, rubric_text: str, device: str, *, cache_dir: Path 
         digest.update(f"eval-secret={eval_key_fingerprint(Path(cache_dir))}\0".encode())
     digest.update("\0".join(f"{p}={installed_version(p)}" for p in _VERSIONED).encode())
     digest.update(rubric_text.encode())
-    _sources(digest, Path(grader.__file__).resolve().parent)
+    update_tree(digest, Path(grader.__file__).resolve().parent, (".py",))
     digest.update(kit.expected_source_digest().encode())  # reference/'s source, or a kit's shipped outputs
     return digest.hexdigest()[:32]
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from grader.core.files import update_tree
 from grader.sandbox.base import InfrastructureError
 
 __all__ = ["KIT_DATA", "KIT_FILE", "KIT_RUBRIC", "default_rubric", "expected_source_digest", "in_kit",
@@ -62,8 +63,7 @@ def expected_source_digest() -> str:
     """A digest of what the expected outputs are computed or loaded from (the job cache's key): the
     reference's source, or the kit's shipped files."""
     ref = reference_dir()
-    root, pattern = (ref, "*.py") if ref is not None else (shipped_expected_dir().parent, "*.*")
+    root, suffixes = (ref, (".py",)) if ref is not None else (shipped_expected_dir().parent, None)
     digest = hashlib.sha256(b"reference" if ref is not None else b"kit")
-    for path in sorted(p for p in root.rglob(pattern) if p.is_file() and "__pycache__" not in p.parts):
-        digest.update(f"{path.relative_to(root)}\0{path.stat().st_size}\0".encode() + path.read_bytes())
+    update_tree(digest, root, suffixes)
     return digest.hexdigest()

@@ -4,13 +4,13 @@ All HTML lives in templates/; Python only builds the data the templates show.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from grader.core.files import write_atomic
 
 __all__ = ["TEMPLATES_DIR", "environment", "render_page"]
 
@@ -35,14 +35,4 @@ def environment() -> Environment:
 def render_page(template: str, path: Path, **context: Any) -> Path:
     """Render ``template`` with ``context`` and write it to ``path`` atomically (temp file + rename)."""
     html = environment().get_template(template).render(**context)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(html)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is meant to be read (web server, TAs)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, html, mode=0o644)  # a report is meant to be read (web server, TAs)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from grader.report.collect import check_order, collect, metric_check, miou_of
+from grader.core.files import write_atomic
 from grader.core.results import CheckResult, SubmissionResult, write_json_atomic
 from grader.batch.scoring import FinalGrade, final_grade
 
@@ -65,9 +66,7 @@ def write_grades_csv(out_dir: Path, grades: Mapping[str, FinalGrade] | None = No
                          *(_number(scores.get(i)) for i in check_ids), _number(miou_of(result))])
     for item in unreadable:
         writer.writerow([_cell_text(item.student), "unreadable", "", "", "", "", "", *([""] * len(check_ids)), ""])
-    path = out_dir / "grades.csv"
-    path.write_text(buffer.getvalue(), encoding="utf-8", newline="")
-    return path
+    return write_atomic(out_dir / "grades.csv", buffer.getvalue(), mode=0o644)
 
 
 def _test(check: CheckResult, number: int) -> dict[str, Any]:

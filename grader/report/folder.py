@@ -9,6 +9,7 @@ import functools
 import hashlib
 from pathlib import Path
 
+from grader.core.files import update_tree
 from grader.report.collect import Unreadable, student_dirs
 
 __all__ = ["render_all", "renderer_digest"]
@@ -22,8 +23,7 @@ def renderer_digest(root: Path = _PACKAGE) -> str:
     """The source of the pages' drawing (this package's code, templates and style): a grader upgrade that
     changes how pages look redraws them on the next run, even for an unchanged class."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".j2", ".css") and p.is_file()):
-        digest.update(f"{path.relative_to(root)}\0".encode() + path.read_bytes() + b"\0")
+    update_tree(digest, root, (".py", ".j2", ".css"))
     return digest.hexdigest()
 
 

@@ -19,7 +19,7 @@ from typing import IO, Callable
 from grader.sandbox.base import InfrastructureError
 from grader.sandbox.confine import MARKER
 
-__all__ = ["ForkServerClient", "StageOutcome", "OutputTail", "run_stage", "KILL_WAIT_S"]
+__all__ = ["ForkServerClient", "StageOutcome", "OutputTail", "run_forked", "KILL_WAIT_S"]
 
 KILL_WAIT_S = 15.0  # a killed stage's exit must be reported by then, or the server is broken
 
@@ -133,7 +133,7 @@ class StageOutcome:
     isolation: str  # what the marker line said
 
 
-def run_stage(client: ForkServerClient, payload: dict, *, timeout_s: float, max_output_bytes: int) -> StageOutcome:
+def run_forked(client: ForkServerClient, payload: dict, *, timeout_s: float, max_output_bytes: int) -> StageOutcome:
     """One stage on ``client``'s server: its output kept head + tail, killed at ``timeout_s``."""
     out, err = OutputTail(max_output_bytes), OutputTail(max_output_bytes)
     (out_r, out_w), (err_r, err_w) = os.pipe(), os.pipe()

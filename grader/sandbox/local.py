@@ -27,7 +27,7 @@ from pathlib import Path
 from grader.sandbox.base import (InfrastructureError, SandboxRequest, SandboxRun, gpu_share_env, refuse_hidden,
                                  runner_args, says_out_of_memory, share_with_sandbox)
 from grader.sandbox.confine import SUBMISSION_UIDS, visible_package
-from grader.sandbox.forkclient import ForkServerClient, run_stage
+from grader.sandbox.forkclient import ForkServerClient, run_forked
 
 __all__ = ["LocalSandbox", "disk_mb"]
 
@@ -166,7 +166,7 @@ class LocalSandbox:
                 **gpu_share_env(request)}
 
     def _spawn(self, payload: dict, request: SandboxRequest) -> SandboxRun:
-        done = run_stage(self._server(request.threads), payload, timeout_s=request.timeout_s,
+        done = run_forked(self._server(request.threads), payload, timeout_s=request.timeout_s,
                          max_output_bytes=request.max_output_bytes)
         return SandboxRun(exit_code=done.exit_code, timed_out=done.timed_out,
                           out_of_memory=not done.timed_out and says_out_of_memory(done.stderr),

@@ -38,7 +38,7 @@ from itertools import combinations
 from pathlib import Path
 
 from grader.intake.archives import MIB, Budget, UnpackError
-from grader.intake.cleancopy import collect as collect_files
+from grader.intake.cleancopy import list_files as collect_files
 from grader.report.collect import collect as collect_results
 from grader.similarity import normalise
 from grader.similarity.passages import GUARANTEE_T, NOISE_T

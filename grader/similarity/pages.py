@@ -12,12 +12,12 @@ import csv
 import io
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from grader.core.files import write_atomic
 from grader.core.results import write_json_atomic
 
 __all__ = ["PAGES_DIR", "JSON_NAME", "CSV_NAME", "MAX_PAGES", "Side", "is_current", "write_outputs",
@@ -65,14 +65,7 @@ def _segments(code: str, slices: Sequence[tuple[int, int]]) -> tuple[tuple[str, 
 
 
 def _owner_only_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, text)  # 0600
 
 
 def _csv(pairs: Sequence) -> str:

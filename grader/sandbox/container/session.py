@@ -30,7 +30,7 @@ from grader.sandbox.base import InfrastructureError, SandboxRequest, SandboxRun,
     share_with_sandbox
 from grader.sandbox.container.containers import ISOLATION, BindMount, Container, ContainerSettings, HeadTail
 from grader.sandbox.container.daemon import Daemon
-from grader.sandbox.forkclient import ForkServerClient, run_stage
+from grader.sandbox.forkclient import ForkServerClient, run_forked
 
 __all__ = ["SubmissionContainer", "SESSION_ISOLATION"]
 
@@ -91,7 +91,7 @@ class SubmissionContainer:
         payload = {"runner": runner_args("/job", f"/runs/{request.stage}", "/submission", request.stage),
                    "config": {"cwd": "/scratch", "env": self.settings.environment(request),
                               "isolation": ISOLATION + "; " + SESSION_ISOLATION}}
-        done = run_stage(self.client, payload, timeout_s=request.timeout_s, max_output_bytes=request.max_output_bytes)
+        done = run_forked(self.client, payload, timeout_s=request.timeout_s, max_output_bytes=request.max_output_bytes)
         _hand_over(inside, request.out_dir)
         # A stage killed by SIGKILL that the host did not kill: the cgroup's OOM killer (it takes the stage
         # first: oom_score_adj 1000). MemoryError and friends are the other sign.
