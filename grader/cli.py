@@ -167,6 +167,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"\nFull report: {page}")
     return 0 if result.status != "infrastructure_error" else 3
 
+    isolation = str(result.provenance.get("sandbox", {}).get("isolation", ""))
+    if "NOT isolated" in isolation:  # only `check` may run so (confine.py): the student must know
+        print(f"\nNOTE: your code ran WITHOUT the sandbox here: {isolation.partition('NOT isolated: ')[2].partition(';')[0]}"
+              " (staff grading always confines it).")
 
 def cmd_selftest(args: argparse.Namespace) -> int:
     with Progress(enabled=not args.quiet) as progress:

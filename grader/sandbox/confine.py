@@ -15,12 +15,19 @@ stage, before any student code; it returns in the confined process:
    processes, file size, no core dumps) and, when root, the submission's own uid/gid (``cfg["uid"]``,
    from a reserved range: process limits and keyrings are per student), a fresh session keyring.
 Its first stderr line says what held: ``[sandbox] isolation: ...``; a stage without that line never got
-this far, which is the grader's fault, never the student's. What the kernel refuses is said there and the
-stage still runs (the local sandbox is documented as weaker than Docker). Only the standard library here.
+this far, which is the grader's fault, never the student's.
+
+It fails CLOSED. Where confining fails, the stage never runs: its first line is ``[sandbox] NOT confined:
+CAUSE`` and the grader treats it as an infrastructure fault (exit 3), naming the cause. Only where the kernel
+itself refuses namespaces (unshare() answers EPERM, EINVAL, ENOSPC or EUSERS; or a user namespace that is
+granted no privileges, as AppArmor's restriction does) AND the grader allowed it (``cfg["unconfined_ok"]``:
+``grader check`` on a student's own machine only) does the stage run unconfined, saying so. A failure while
+building the root (``grader.sandbox.rootfs``) is a bug, never a refusal. Only the standard library here.
 """
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import platform
 import re
@@ -29,12 +36,16 @@ import signal
 import stat
 from pathlib import Path
 
-__all__ = ["MARKER", "SANDBOX_PACKAGES", "SANDBOX_VISIBLE", "SUBMISSION_UIDS", "confine", "prctl", "set_parent_death_signal", "visible_package"]
+from grader.sandbox.rootfs import MAX_INODES, build_root, mount
+
+__all__ = ["FAILED", "KernelRefused", "MARKER", "SANDBOX_PACKAGES", "SANDBOX_VISIBLE", "SUBMISSION_UIDS", "confine", "prctl", "set_parent_death_signal", "visible_package"]
 
 MARKER = "[sandbox] isolation: "
+FAILED = "[sandbox] NOT confined: "  # the stage did not run: an infrastructure fault, with its cause
+REFUSALS = (errno.EPERM, errno.EINVAL, errno.ENOSPC, errno.EUSERS)  # unshare(): the kernel says no
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x10000000, 0x20000000, 0x40000000
 CLONE_NEWIPC = 0x08000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
 NOBODY = 65534
 SUBMISSION_UIDS = range(100_000, 200_000)  # reserved for students, as the Docker engine's uids
@@ -50,9 +61,6 @@ _libc = ctypes.CDLL(None, use_errno=True)
 SANDBOX_VISIBLE = ("__init__.py", "runner.py", "core", "checks", "sandbox")
 SANDBOX_PACKAGES = frozenset(n.removesuffix(".py") for n in SANDBOX_VISIBLE if n != "__init__.py")
 
-# The one writable tmpfs: its sub-folders and where the stage sees them (scratch and out: cfg's paths).
-SHARED_TMP = (("tmp", "/tmp"), ("var-tmp", "/var/tmp"), ("shm", "/dev/shm"))
-MAX_INODES = 32768  # tmpfs inodes are kernel memory its size cap does not count; also bounds the copy-out
 MAX_OUT_FILES = 4096
 _OUT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,160}")  # what the runner writes; anything else is not copied out
 _SYS_KEYCTL = {"x86_64": 250, "aarch64": 219}.get(platform.machine())
@@ -71,26 +79,24 @@ def visible_package(package: str) -> list[str]:
     return shown
 
 
-def _check(rc: int, what: str) -> None:
-    if rc != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
-def _mount(src: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    _check(_libc.mount(src.encode(), target.encode(), fstype.encode() if fstype else None, flags,
-                       data.encode() if data else None), f"mount {target}")
+class KernelRefused(OSError):
+    """The kernel refused the namespaces themselves (not a bug of ours): only ``grader check`` may go on."""
 
 
 def _enter_namespaces(root: bool, disk_mb: int) -> list[str]:
     uid, gid = os.getuid(), os.getgid()
     flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | (0 if root else CLONE_NEWUSER)
-    _check(_libc.unshare(flags), "unshare")
-    if not root:  # map ourselves to root of the new user namespace, so mounts are allowed
-        Path("/proc/self/setgroups").write_text("deny")
-        Path("/proc/self/uid_map").write_text(f"0 {uid} 1")
-        Path("/proc/self/gid_map").write_text(f"0 {gid} 1")
-    _mount("none", "/", None, MS_REC | MS_PRIVATE)
+    if _libc.unshare(flags) != 0:
+        err = ctypes.get_errno()
+        raise (KernelRefused if err in REFUSALS else OSError)(err, f"unshare: {os.strerror(err)}")
+    try:
+        if not root:  # map ourselves to root of the new user namespace, so mounts are allowed
+            Path("/proc/self/setgroups").write_text("deny")
+            Path("/proc/self/uid_map").write_text(f"0 {uid} 1")
+            Path("/proc/self/gid_map").write_text(f"0 {gid} 1")
+        mount("none", "/", None, MS_REC | MS_PRIVATE)
+    except PermissionError as exc:  # a user namespace granted no privileges (e.g. AppArmor's restriction)
+        raise KernelRefused(exc.errno, f"a user namespace without privileges: {exc}") from exc
     return ["mount, network, PID and IPC namespaces" + ("" if root else " (in a user namespace)"),
             _limit_sysv(disk_mb)]
 
@@ -108,64 +114,9 @@ def _limit_sysv(disk_mb: int) -> str:
     return f"SysV IPC of its own, shared memory at most {disk_mb} MB"
 
 
-SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
-
-
-def _bind(source: str, target: str, *, writable: bool) -> None:
-    if os.path.isdir(source):
-        os.makedirs(target, exist_ok=True)
-    else:  # a single file (the grader package is shown file by file)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(target, "a"):
-            pass
-    _mount(source, target, None, MS_BIND | MS_REC)
-    if not writable:
-        _mount("none", target, None, MS_BIND | MS_REC | MS_RDONLY | MS_REMOUNT | MS_NOSUID)
-
-
-def _writable_space(cfg: dict) -> None:
-    """One tmpfs, outside the new root (unreachable after chroot), capped at disk_mb and MAX_INODES; its
-    sub-folders are bound where the stage writes. Scratch and out belong to the stage's uid."""
-    rw, uid = cfg["rw_dir"], cfg.get("uid")
-    _mount("tmpfs", rw, "tmpfs", MS_NOSUID | MS_NODEV, f"size={cfg['disk_mb']}m,nr_inodes={MAX_INODES},mode=700")
-    for name, _ in SHARED_TMP:
-        os.mkdir(f"{rw}/{name}")
-        os.chmod(f"{rw}/{name}", 0o1777)
-    for name in ("scratch", "out"):
-        os.mkdir(f"{rw}/{name}", 0o700)
-        if uid is not None:
-            os.chown(f"{rw}/{name}", uid, uid)
-
-
-def _build_root(cfg: dict) -> tuple[str, str]:
-    """A tmpfs root holding only the allow-list; returns its host path (chroot into it later) and a note."""
-    new, rw = cfg["root_dir"], cfg["rw_dir"]
-    _mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=755")
-    for path in SYSTEM_DIRS:
-        if os.path.islink(path):  # merged /usr: /bin -> usr/bin
-            os.symlink(os.readlink(path), new + path)
-        elif os.path.isdir(path):
-            _bind(path, new + path, writable=False)
-    _bind("/dev", new + "/dev", writable=True)
-    mqueue = "POSIX message queues of its own"
-    if os.path.isdir("/dev/mqueue"):  # the host's queues are listed there: show this namespace's instead
-        _mount("mqueue", new + "/dev/mqueue", "mqueue", MS_NOSUID | MS_NODEV | 8)
-        mqueue += " (/dev/mqueue mounted fresh)"
-    os.makedirs(new + "/proc")
-    _writable_space(cfg)
-    for name, path in SHARED_TMP:
-        _bind(f"{rw}/{name}", new + path, writable=True)
-    for path, writable in sorted(cfg["expose"]):
-        if os.path.exists(path):
-            _bind(path, new + path, writable=writable)
-    _bind(f"{rw}/scratch", new + cfg["cwd"], writable=True)
-    _bind(f"{rw}/out", new + cfg["out_dir"], writable=True)
-    return new, mqueue
-
-
 def _enter_root(new: str) -> None:
     """In the PID namespace's first process: its own /proc, then the new root."""
-    _mount("proc", new + "/proc", "proc", MS_NOSUID | MS_NODEV | 8)  # 8: MS_NOEXEC
+    mount("proc", new + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     os.chroot(new)
     os.chdir("/")
 
@@ -262,24 +213,37 @@ def _copy_out(source: str, target: str, budget: int) -> None:
 
 
 def confine(cfg: dict) -> None:
-    """Confine this process as ``cfg`` says (root_dir, rw_dir, expose, cwd, out_dir, memory_mb, disk_mb,
-    max_processes, max_file_mb, uid, gpu) and write the marker line to stderr; returns in the confined
-    process, its working folder ``cfg["cwd"]``."""
+    """Confine this process as ``cfg`` says (root_dir, rw_dir, expose, package, package_files, cwd, out_dir,
+    memory_mb, disk_mb, max_processes, max_file_mb, uid, gpu, unconfined_ok) and write the marker line to
+    stderr; returns in the confined process, its working folder ``cfg["cwd"]``. Where it cannot confine, it
+    writes the FAILED line and ends the process: the stage never runs."""
     root = os.getuid() == 0
     notes: list[str] = []
     disk = (f"{cfg['disk_mb']} MB tmpfs for /tmp, /var/tmp, /dev/shm, the scratch and the out folder together "
             f"(at most {MAX_INODES} files)")
     try:
         notes += _enter_namespaces(root, cfg["disk_mb"])
-        new_root, mqueue = _build_root(cfg)
-        _become_pid1_parent(cfg)
-        _enter_root(new_root)
-        notes += [mqueue, "an allow-list root (system folders, Python, the runner's part of grader, job, "
-                  "submission; writable: " + disk + ")"]
-    except OSError as exc:
-        notes.append(f"NOT isolated: the kernel refused namespaces ({exc}); reference/ and labels are "
+    except KernelRefused as exc:
+        if not cfg.get("unconfined_ok"):
+            _fail(f"the kernel refused namespaces ({exc.strerror}); a staff grader never grades unconfined: "
+                  "grade as root, or where unprivileged user namespaces are allowed, or with --sandbox docker")
+        notes.append(f"NOT isolated: the kernel refused namespaces ({exc.strerror}); reference/ and labels are "
                      "hidden only by file permissions; IPC, /tmp and the disk are shared with the host, "
                      "the scratch and out folders NOT size-capped")
+    except OSError as exc:
+        _fail(f"entering namespaces failed: {exc}")
+    else:
+        try:
+            new_root, dev = build_root(cfg)
+        except OSError as exc:  # a bug or a broken host, never a refusal: the stage must not run
+            _fail(f"building the sandbox's root failed: {exc}")
+        _become_pid1_parent(cfg)
+        try:
+            _enter_root(new_root)
+        except OSError as exc:
+            _fail(f"entering the sandbox's root failed: {exc}")
+        notes += [dev, "an allow-list root (system folders, Python, the runner's part of grader, job, "
+                  "submission; writable: " + disk + ")"]
     _limits(cfg)
     if root:
         uid = cfg.get("uid") or NOBODY
@@ -294,3 +258,9 @@ def confine(cfg: dict) -> None:
                  f"{cfg['memory_mb']} MB, {cfg['max_processes']} processes of its uid")
     os.write(2, (MARKER + "; ".join(notes) + "\n").encode())
     os.chdir(cfg["cwd"])
+
+
+def _fail(cause: str) -> None:
+    """The stage does not run: one line saying why (the grader raises an InfrastructureError with it)."""
+    os.write(2, (FAILED + cause.replace("\n", " ") + "\n").encode())
+    os._exit(71)

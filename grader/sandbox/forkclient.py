@@ -4,7 +4,8 @@ The local engine talks to a server it started as its own child (a socketpair); t
 server that is PID 1 of one submission's container (a unix socket in a folder mounted into it). Either way a
 stage is: two pipes for its stdout/stderr handed over with the request, a wall clock kept HERE (never by
 the sandbox), a kill when it runs out, and how it ended. What the sandbox says is data; a server that stops
-answering, or a stage that never reached its confinement, is an InfrastructureError.
+answering, a stage that could not be confined, or one that never reached its confinement, is an
+InfrastructureError.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import IO, Callable
 
 from grader.sandbox.base import InfrastructureError
-from grader.sandbox.confine import MARKER
+from grader.sandbox.confine import FAILED, MARKER
 
 __all__ = ["ForkServerClient", "StageOutcome", "OutputTail", "run_forked", "KILL_WAIT_S"]
 
@@ -166,6 +167,9 @@ def run_forked(client: ForkServerClient, payload: dict, *, timeout_s: float, max
     if stage.error:
         raise InfrastructureError(stage.error)
     isolation, stderr = _split_marker(err.text())
+    if stderr.startswith(FAILED):  # confinement failed: the stage never ran (fail closed)
+        raise InfrastructureError("the sandbox could not confine the stage, so it did not run it: "
+                                  + stderr[len(FAILED):].partition("\n")[0])
     if isolation is None:  # the stage ended before its confinement reported: the grader's failure
         raise InfrastructureError(f"the sandbox did not start the stage (exit code {stage.exit_code}): "
                                   f"{stderr.strip()[-1500:] or 'no output'}")

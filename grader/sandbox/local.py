@@ -66,8 +66,11 @@ def _start_server(python: str, threads: int) -> ForkServerClient:
 class LocalSandbox:
     name = "local"
 
-    def __init__(self, *, python: str = sys.executable) -> None:
+    def __init__(self, *, python: str = sys.executable, unconfined_ok: bool = False) -> None:
         self.python = python
+        # True only for ``grader check`` (a student's own machine): where the kernel refuses namespaces, its
+        # stages run unconfined and say so. Otherwise such a stage is an InfrastructureError (fail closed).
+        self.unconfined_ok = unconfined_ok
         self._servers: dict[int, ForkServerClient] = {}  # torch threads -> server (set before torch is imported)
         self._lock = threading.Lock()
         self._aborted = False
@@ -149,11 +152,11 @@ class LocalSandbox:
             return self._spawn({"config": settings, **what}, request)
 
     def _confine_config(self, request: SandboxRequest, scratch: str, mounts: str) -> dict:
-        prefixes = {sys.prefix, sys.base_prefix, os.path.dirname(os.path.dirname(os.path.realpath(self.python)))}
         package = str(Path(__file__).resolve().parent.parent)  # grader/ (the runner's part of it), never reference/
-        expose = [[p, False] for p in sorted(prefixes) + visible_package(package)] + [
+        expose = [[p, False] for p in _python_folders(self.python)] + [
             [str(request.job_dir), False], [str(request.submission_dir), False]]
         return {"root_dir": f"{mounts}/root", "rw_dir": f"{mounts}/rw", "expose": expose, "cwd": scratch,
+                "package": package, "package_files": visible_package(package), "unconfined_ok": self.unconfined_ok,
                 "out_dir": str(request.out_dir), "env": self._env(request, scratch),
                 "uid": self._uid(request.submission_dir), "memory_mb": request.memory_mb,
                 "disk_mb": disk_mb(request), "gpu": request.gpu is not None,
@@ -172,6 +175,16 @@ class LocalSandbox:
                           out_of_memory=not done.timed_out and says_out_of_memory(done.stderr),
                           duration_s=done.duration_s, stdout=done.stdout, stderr=done.stderr,
                           output_truncated=done.truncated, isolation=done.isolation)
+
+
+def _python_folders(python: str) -> list[str]:
+    """The Python installation a stage needs: its prefixes and every site folder on the path (a venv made
+    with a .pth or --system-site-packages reaches its packages there). A site folder that holds the grader
+    package shows only its runner's part: confine covers the rest (``grader.sandbox.rootfs``)."""
+    found = {sys.prefix, sys.base_prefix, os.path.dirname(os.path.dirname(os.path.realpath(python)))}
+    found |= {os.path.realpath(p) for p in sys.path
+              if os.path.basename(p.rstrip("/")) in ("site-packages", "dist-packages") and os.path.isdir(p)}
+    return sorted(found)
 
 
 def disk_mb(request: SandboxRequest) -> int:
