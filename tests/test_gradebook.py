@@ -320,3 +320,21 @@ def test_the_report_shows_adjustments_under_the_visibility_policy(tmp_path: Path
     api.report(out, released=True)  # no layer left: no grade.json, no Grade card
     assert not (out / "ada" / "grade.json").exists()
     assert 'class="card grade"' not in (out / "ada" / "report.html").read_text()
+
+
+def test_a_grader_fault_is_exported_blank_and_named(tmp_path: Path, capsys) -> None:
+    out = write_class(tmp_path / "out", canvas_result("smithada", "1001", status="infrastructure_error"))
+    assert main(["export", "canvas", str(out), "--assignment", "A (1)"]) == 0
+    assert "smithada: left blank, no grade yet" in capsys.readouterr().err
+    assert read(out / "canvas.csv")[2] == ["smithada", "1001", "", "", "", ""]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=60), st.sampled_from([None, "Europe/Berlin"]))
+def test_any_time_text_is_an_aware_time_or_a_value_error_naming_where(text: str, zone: str | None) -> None:
+    try:
+        when = parse_moment(text, zone=zone, where="extensions.csv: line 7")
+    except ValueError as exc:
+        assert str(exc).startswith("extensions.csv: line 7")
+    else:
+        assert when.tzinfo is not None and when.utcoffset() is not None

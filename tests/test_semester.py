@@ -76,7 +76,7 @@ def semester(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Semes
     for name, fixture in CLASS.items():
         shutil.copyfile(materialize(fixture, root / "fixtures") / "segmentation.py", download / name)
     v1 = rubric_file(root / "rubric_v1.yaml", bilinear_points=10)
-    api.grade([download], rubric=v1, out_dir=out, cache_dir=cache_dir)
+    api.grade([download], rubric=v1, out_dir=out, cache_dir=cache_dir, jobs=2)
     first = grades(out)
     first_hash = read_result(out / "lovelaceada" / "result.json").provenance["rubric_hash"]
     # the TA's files, in the output folder: two overrides with comments, Canvas's submission times, an extension
@@ -88,7 +88,7 @@ def semester(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Semes
     layered = grades(out)
     # the instructor changes the rubric (bilinear kernel worth 20) and the class is graded again
     v2 = rubric_file(root / "rubric_v2.yaml", bilinear_points=20)
-    api.grade([download], rubric=v2, out_dir=out, cache_dir=cache_dir, regrade=True)
+    api.grade([download], rubric=v2, out_dir=out, cache_dir=cache_dir, regrade=True, jobs=2)
     regraded = grades(out)
     results = {s: read_result(out / s / "result.json") for s in regraded}
     (root / "gradebook.csv").write_text(ROSTER)

@@ -20,7 +20,8 @@ from grader.gradebook import identity
 from grader.gradebook.book import Gradebook
 from grader.gradebook.csvfile import GradebookError, read_rows, write_rows
 
-__all__ = ["IDENTITY", "POINTS_POSSIBLE", "Export", "assignment_column", "read_roster", "write_canvas", "score_cell"]
+__all__ = ["IDENTITY", "POINTS_POSSIBLE", "Export", "assignment_column", "read_roster", "write_canvas", "score_cell",
+           "no_grade"]
 
 IDENTITY = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")
 POINTS_POSSIBLE = "    Points Possible"
@@ -34,6 +35,7 @@ class Export:
     graded: int  # of which with a score
     unmatched: tuple[tuple[str, str], ...]  # (student folder, why)
     unmatched_path: Path | None
+    no_grade: tuple[str, ...] = ()  # matched, but blank: an infrastructure error has no grade yet
 
 
 def assignment_column(assignment: str) -> str:
@@ -111,4 +113,9 @@ def write_canvas(book: Gradebook, *, assignment: str, out: Path, roster: Path | 
     extra = None
     if unmatched:
         extra = write_rows(Path(out).with_suffix(".unmatched.csv"), ["student", "reason"], unmatched)
-    return Export(path, len(rows), graded, tuple(unmatched), extra)
+    return Export(path, len(rows), graded, tuple(unmatched), extra, no_grade(book, set(by_uid.values())))
+
+
+def no_grade(book: Gradebook, exported: set[str]) -> tuple[str, ...]:
+    """The exported students whose cell is blank because the grader failed on them (never a 0)."""
+    return tuple(s for s in sorted(exported) if book.grades[s].final is None)

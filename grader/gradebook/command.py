@@ -72,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     for student, why in done.unmatched:
         print(f"grader export: NOT exported: {student}: {why}", file=sys.stderr)
+    for student in done.no_grade:
+        print(f"grader export: {student}: left blank, no grade yet (an infrastructure error): grade again",
+              file=sys.stderr)
     if done.unmatched_path:
         print(f"grader export: {len(done.unmatched)} unmatched student(s) listed in {done.unmatched_path}",
               file=sys.stderr)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from grader.gradebook import identity
 from grader.gradebook.book import Gradebook
-from grader.gradebook.canvas import Export, score_cell
+from grader.gradebook.canvas import Export, no_grade, score_cell
 from grader.gradebook.csvfile import GradebookError, read_rows, write_rows
 
 __all__ = ["KEYS", "write_generic"]
@@ -64,7 +64,7 @@ def write_generic(book: Gradebook, *, key: str, out: Path, roster: Path | None =
         rows.append([person["Name"], person["Email"], person["SID"], cell, f"{top:g}"])
     path = write_rows(out, HEADER, rows)
     extra = write_rows(Path(out).with_suffix(".unmatched.csv"), ["student", "reason"], unmatched) if unmatched else None
-    return Export(path, len(rows), graded, tuple(unmatched), extra)
+    return Export(path, len(rows), graded, tuple(unmatched), extra, no_grade(book, set(by_key.values())))
 
 
 def _ids(book: Gradebook, student: str) -> dict[str, str]:
