@@ -127,14 +127,16 @@ def deny_reading(folder: Path) -> str | None:
         return f"Landlock unavailable: {os.strerror(ctypes.get_errno())}"
     try:
         chain = [*reversed(target.parents), target]  # "/", "/job", ... target
+        same = {(s.st_dev, s.st_ino) for s in map(os.stat, chain)}  # a bind mount of one of them grants it
         for parent, step in zip(chain, chain[1:]):
             for entry in os.scandir(parent):
                 path = Path(entry.path)
                 try:
-                    resolved = path.resolve()
-                except (OSError, RuntimeError):  # a link loop: nothing to read through it
+                    resolved, info = path.resolve(), os.stat(path)
+                except (OSError, RuntimeError):  # dangling, or a link loop: nothing to read through it
                     continue
-                if path == step or target in (resolved, *resolved.parents):
+                if path == step or (info.st_dev, info.st_ino) in same or target in (resolved, *resolved.parents) \
+                        or resolved in target.parents:  # a link into the target, or to an ancestor of it
                     continue
                 try:
                     fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
