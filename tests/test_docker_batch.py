@@ -72,6 +72,14 @@ def test_no_container_is_left_after_the_batch(docker_batch) -> None:
     assert client.containers.list(all=True, filters={"label": LABEL}) == []
 
 
+def _sigint_default() -> None:
+    """The child we signal gets SIGINT's default disposition, however this test run was started (a job runner
+    or a shell's background job starts commands with SIGINT ignored, and the ignore is inherited)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
 def test_interrupting_the_grader_mid_batch_leaves_no_container(tmp_path: Path, docker_sandbox, docker_image: str,
                                                                cache_dir: Path, signum: str) -> None:
@@ -94,7 +102,7 @@ def test_interrupting_the_grader_mid_batch_leaves_no_container(tmp_path: Path, d
     grader = subprocess.Popen([sys.executable, "-m", "grader", "grade", str(tmp_path / "class"), "--out",
                                str(tmp_path / "out"), "--rubric", str(rubric), "--sandbox", "docker", "--image",
                                docker_image, "-q", "--cache-dir", str(cache_dir)], stderr=subprocess.PIPE,
-                              text=True)
+                              text=True, preexec_fn=_sigint_default)
     deadline = time.monotonic() + 180
     while not client.containers.list(filters={"label": LABEL}) and time.monotonic() < deadline:
         time.sleep(0.5)

@@ -371,7 +371,8 @@ def test_interrupted_grader_leaves_no_container(client: docker.DockerClient, box
     for name in ("job", "submission", "out"):
         (tmp_path / name).mkdir()
     grader = subprocess.Popen([sys.executable, str(FIXTURES / "interrupted_grader.py"), str(REPO), str(tmp_path),
-                               mode], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               mode], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # however we were started
     owner = f"{socket.gethostname()}:{grader.pid}"
     try:
         deadline = time.monotonic() + 90
