@@ -78,7 +78,7 @@ def test_grades_csv_has_one_row_per_student_in_rubric_column_order(out: Path) ->
     assert path == out / "grades.csv"
     with path.open(newline="", encoding="utf-8") as f:
         header = next(csv.reader(f))
-    assert header == ["student", "status", "auto", "adjustment", "late_penalty", "final", "max",
+    assert header == ["student", "source", "lms_id", "status", "auto", "adjustment", "late_penalty", "final", "max",
                       *(r[0] for r in RUBRIC), "miou"]
     rows = {r["student"]: r for r in read_csv(path)}
     assert sorted(rows) == sorted([*STUDENTS, BROKEN])
@@ -113,7 +113,7 @@ def test_gradescope_graded_submission_maps_every_check() -> None:
     result = sample_result(FAILING_UNIT)
     data = gradescope_results(result)
     assert data["score"] == result.score == 61
-    assert data["execution_time"] == 81  # 80.6 s of stages
+    assert data["visibility"] == "after_published" and "execution_time" not in data  # hidden points: see below
     assert [t["name"] for t in data["tests"]] == [r[1] for r in RUBRIC]
     by_name = {t["name"]: t for t in data["tests"]}
     assert by_name["Transpose convolution"]["status"] == "failed" and by_name["Mean IoU"]["status"] == "passed"
@@ -158,3 +158,37 @@ def test_the_spec_validator_rejects_what_gradescope_would() -> None:
     for fragment in ("results.score", "results.visibility", "tests[0].name", "tests[0].status", "tests[0].max_score",
                      "leaderboard[0] needs name and value", "leaderboard[0].order", "unknown field 'colour'"):
         assert any(fragment in e for e in errors), fragment
+
+
+def _what_a_student_sees_before_release(data: dict) -> str:
+    """Everything of a results.json Gradescope shows a student before grades are published: the top-level
+    score only when its visibility is "visible", the output, the visible tests, the leaderboard."""
+    seen = [data.get("output", ""), json.dumps(data.get("leaderboard", []))]
+    if data.get("visibility", "visible") == "visible":
+        seen += [str(data["score"]), str(data.get("execution_time", ""))]
+    seen += [json.dumps(t) for t in data["tests"] if t.get("visibility", data.get("visibility")) == "visible"]
+    return "\n".join(seen)
+
+
+@pytest.mark.parametrize("student", [PASSING, FAILING_UNIT, ERROR, "dave_training_timeout"])
+def test_before_release_a_gradescope_student_sees_only_the_visible_checks(student: str) -> None:
+    """Issue 21: the visible output said 'Autograder score: 75 / 100' while the visible checks added to 50."""
+    result = sample_result(student)
+    data = gradescope_results(result)
+    seen = _what_a_student_sees_before_release(data)
+    visible = [c for c in result.checks if c.visibility == "visible"]
+    withheld = [c for c in result.checks if c.visibility != "visible"]
+    assert withheld and data["visibility"] == "after_published"
+    assert f"Visible checks: {sum(c.score for c in visible):g} / {sum(c.max_score for c in visible):g}" in seen
+    assert f"{result.score:g} / {result.max_score:g}" not in seen and "Autograder score" not in seen
+    for check in withheld:
+        assert check.name not in seen
+    assert sum(t["score"] for t in data["tests"]) == data["score"]  # the grade Gradescope records is whole
+
+
+def test_with_every_check_visible_the_total_and_time_are_shown() -> None:
+    result = sample_result(FAILING_UNIT)
+    everything = replace(result, checks=tuple(replace(c, visibility="visible") for c in result.checks))
+    data = gradescope_results(everything)
+    assert data["visibility"] == "visible" and data["execution_time"] == 81  # 80.6 s of stages
+    assert f"Autograder score: {result.score:g} / {result.max_score:g}" in data["output"]

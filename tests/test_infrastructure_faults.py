@@ -41,3 +41,19 @@ def test_a_gpu_the_sandbox_cannot_use_is_never_silently_the_cpu(tmp_path: Path) 
     for result in results:
         assert result.status == "infrastructure_error", (result.student, result.status, result.message)
         assert "GPU 0 cannot be used inside the local sandbox (unavailable:" in result.message
+
+
+class _BuggyEngine(LocalSandbox):
+    """A grader bug in the machinery (here: the engine's run raising TypeError, as a stale keyword did)."""
+
+    def run(self, request):  # noqa: ANN001, ANN201 - the engine's signature
+        raise TypeError("SandboxRequest.__init__() got an unexpected keyword argument 'x'")
+
+
+def test_a_bug_in_the_grader_s_machinery_is_an_infrastructure_error_not_a_zero(tmp_path: Path) -> None:
+    """It once became 'graded, 0 points, every check error' for every student, kept as final."""
+    results = _grade(tmp_path, _BuggyEngine())
+    assert len(results) == 4
+    for result in results:
+        assert result.status == "infrastructure_error", (result.student, result.status, result.message)
+        assert "TypeError" in result.message and "not the student's" in result.message

@@ -8,11 +8,13 @@ every failure into data.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import platform
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,16 +57,18 @@ def _run_stage(batch: BatchSetup, sub: Submission, stage: str, run_dir: Path, *,
     """Run ``stage`` under the budget of stage ``budget_of`` (default: its own; a retry runs under its check's)."""
     out = run_dir / stage
     budget = batch.rubric.budget(budget_of or stage)
-    request = SandboxRequest(submission_dir=sub.path, job_dir=batch.ctx.plan.job_dir, out_dir=out, stage=stage,
-                             timeout_s=budget.timeout_s, memory_mb=budget.memory_mb, threads=batch.rubric.threads,
-                             gpu=batch.gpu, hidden_paths=batch.hidden_paths,
-                             gpu_memory_fraction=batch.gpu_memory_fraction if batch.gpu is not None else None,
-                             max_output_bytes=batch.rubric.max_output_kb * 1024, torch_home=batch.torch_home)
+    with _machinery(stage):
+        request = SandboxRequest(submission_dir=sub.path, job_dir=batch.ctx.plan.job_dir, out_dir=out, stage=stage,
+                                 timeout_s=budget.timeout_s, memory_mb=budget.memory_mb, threads=batch.rubric.threads,
+                                 gpu=batch.gpu, hidden_paths=batch.hidden_paths,
+                                 gpu_memory_fraction=batch.gpu_memory_fraction if batch.gpu is not None else None,
+                                 max_output_bytes=batch.rubric.max_output_kb * 1024, torch_home=batch.torch_home)
     for attempt in range(INFRA_RETRIES + 1):
         remove_tree(out, ignore_errors=True)
         out.mkdir(parents=True)
         try:
-            run = batch.sandbox.run(request)
+            with _machinery(stage):
+                run = batch.sandbox.run(request)
             _refuse_wrong_device(batch, run.stderr)
             break
         except InfrastructureError:
@@ -77,6 +81,20 @@ def _run_stage(batch: BatchSetup, sub: Submission, stage: str, run_dir: Path, *,
         return StageResult(stage, run, StageOutputs(out, {}), budget, problem=str(exc))
     except Exception as exc:  # noqa: BLE001 - the fault barrier: unreadable output is this stage's problem
         return StageResult(stage, run, StageOutputs(out, {}), budget, problem=f"{type(exc).__name__}: {oneline(exc)}")
+
+
+@contextlib.contextmanager
+def _machinery(stage: str) -> Iterator[None]:
+    """Setting up and running a stage is the grader's own machinery: whatever it raises (a grader bug, a
+    broken engine) is an infrastructure fault, reported and retried, never a student's zero. What the
+    student's outputs make the grader raise is judged later, behind the judges' barrier."""
+    try:
+        yield
+    except (InfrastructureError, KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - converted, not swallowed
+        raise InfrastructureError(f"the grader failed while running stage {stage!r} ({type(exc).__name__}: "
+                                  f"{oneline(exc)}); this is a grader fault, not the student's") from exc
 
 
 def _refuse_wrong_device(batch: BatchSetup, stderr: str) -> None:

@@ -45,7 +45,9 @@ def _number(value: float | None) -> str:
 def write_grades_csv(out_dir: Path, grades: Mapping[str, FinalGrade] | None = None) -> Path:
     """Write ``out_dir/grades.csv``: one row per student folder.
 
-    Columns: student, status, auto (the autograded total), adjustment (staff overrides), late_penalty,
+    Columns: student, source (the file or folder the row came from), lms_id (the Canvas user id or Gradescope
+    sid, where the class came from an LMS export), status, auto (the autograded total), adjustment (staff
+    overrides), late_penalty,
     final, max, one column per check id (its autograded score, rubric order as the results list them), miou.
     ``grades``: the layers per student (``grader.gradebook.book``); without it none apply. auto and final
     are blank for infrastructure errors (no grade exists yet) and auto is 0 for ungradable submissions; a
@@ -57,15 +59,21 @@ def write_grades_csv(out_dir: Path, grades: Mapping[str, FinalGrade] | None = No
     check_ids = [check_id for check_id, _ in check_order(results)]
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(["student", "status", "auto", "adjustment", "late_penalty", "final", "max", *check_ids, "miou"])
+    writer.writerow(["student", "source", "lms_id", "status", "auto", "adjustment", "late_penalty", "final", "max",
+                     *check_ids, "miou"])
     for result in sorted(results, key=lambda r: r.student):
         scores = {c.id: c.score for c in result.checks}
         grade = (grades or {}).get(result.student) or final_grade(result)
-        writer.writerow([_cell_text(result.student), result.status, _number(grade.auto), _number(grade.adjustment),
+        identity = result.provenance.get("identity") if isinstance(result.provenance, dict) else None
+        source, lms_id = ((_cell_text(str(identity.get(k, ""))) for k in ("source", "lms_id"))
+                          if isinstance(identity, dict) else ("", ""))
+        writer.writerow([_cell_text(result.student), source, lms_id, result.status, _number(grade.auto),
+                         _number(grade.adjustment),
                          _number(grade.late_penalty), _number(grade.final), _number(result.max_score),
                          *(_number(scores.get(i)) for i in check_ids), _number(miou_of(result))])
     for item in unreadable:
-        writer.writerow([_cell_text(item.student), "unreadable", "", "", "", "", "", *([""] * len(check_ids)), ""])
+        writer.writerow([_cell_text(item.student), "", "", "unreadable", "", "", "", "", "",
+                         *([""] * len(check_ids)), ""])
     return write_atomic(out_dir / "grades.csv", buffer.getvalue(), mode=0o644)
 
 
@@ -81,11 +89,18 @@ def _test(check: CheckResult, number: int) -> dict[str, Any]:
 
 
 def _summary_text(result: SubmissionResult) -> str:
-    lines = [f"Autograder score: {result.score:g} / {result.max_score:g}"]
-    lines += [f"- {c.name}: {c.status}" for c in result.checks if c.visibility == "visible"]
-    pending = sum(c.visibility != "visible" for c in result.checks)
+    """The output every upload shows: the total only when every check is visible, else the visible checks'
+    own sum (the total minus it would give away the hidden and after-due-date points at each upload)."""
+    shown = [c for c in result.checks if c.visibility == "visible"]
+    pending = len(result.checks) - len(shown)
     if pending:
-        lines.append(f"{pending} more check(s) are shown after the due date / when grades are published.")
+        lines = [f"Visible checks: {sum(c.score for c in shown):g} / {sum(c.max_score for c in shown):g}"]
+    else:
+        lines = [f"Autograder score: {result.score:g} / {result.max_score:g}"]
+    lines += [f"- {c.name}: {c.status}" for c in shown]
+    if pending:
+        lines.append(f"{pending} more check(s) and your total are shown after the due date / when grades are "
+                     "published.")
     return "\n".join(lines)
 
 
@@ -99,7 +114,9 @@ def _leaderboard(result: SubmissionResult) -> list[dict[str, Any]]:
 def gradescope_results(result: SubmissionResult, *, leaderboard: bool = True) -> dict[str, Any]:
     """The Gradescope ``results.json`` object for one submission.
 
-    - graded: ``score`` is the total; one test per check with its score, ``status`` "passed"/"failed",
+    - graded: ``score`` is the total, its top-level ``visibility`` "after_published" while any check is not
+      visible (and ``output`` then sums only the visible checks, with no execution time); one test per check
+      with its score, ``status`` "passed"/"failed",
       the check's message as ``output`` and its visibility (``hidden`` -> ``after_published`` with the
       message withheld); ``execution_time`` is the sum of the stage durations (whole seconds);
       ``leaderboard`` holds the mIoU when asked for and the full-training check is visible.
@@ -112,11 +129,16 @@ def gradescope_results(result: SubmissionResult, *, leaderboard: bool = True) ->
         raise GradescopeInfrastructureError(f"grader failure for {result.student}: {result.message}")
     durations = (result.provenance or {}).get("durations_s") or {}
     execution_time = round(sum(v for v in durations.values() if isinstance(v, (int, float))))
+    withheld = any(c.visibility != "visible" for c in result.checks)
     data: dict[str, Any] = {
         "score": float(result.score) if result.status == "graded" else 0.0,
-        "execution_time": int(execution_time), "output_format": "text", "visibility": "visible",
+        # The top-level visibility is the submission's score (and the default of tests, each of which sets its
+        # own): with points the student may not see yet, the total waits until grades are published.
+        "output_format": "text", "visibility": "after_published" if withheld else "visible",
         "stdout_visibility": "hidden",  # stdout is the grader's log, for staff
     }
+    if not withheld:  # the time of the hidden stages (a retry near the bar among them) says something too
+        data["execution_time"] = int(execution_time)
     if result.status == "ungradable":
         data["output"] = f"Your submission could not be graded: {result.message}\nFix it and resubmit."
         data["tests"] = []
