@@ -263,3 +263,17 @@ print(sorted(m for m in ("torch", "numpy") if m in sys.modules))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_pages_never_leak_the_link_and_the_server_binds_loopback_by_default(data: Path) -> None:
+    client = _client(data)
+    answer = client.get(f"/login?token={_tokens(data)['alice']}", follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"] == "/"  # the token leaves the address bar
+    cookie = answer.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=lax" in cookie
+    home = client.get("/")
+    assert home.headers["referrer-policy"] == "no-referrer" and home.headers["x-frame-options"] == "DENY"
+    assert "script-src 'self'" in home.headers["content-security-policy"]
+    from grader.cli import build_parser
+
+    assert build_parser().parse_args(["serve", "--data", str(data)]).host == "127.0.0.1"

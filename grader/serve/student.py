@@ -97,7 +97,9 @@ async def submit(request: Request, who: Student) -> Response:
 def report_file(request: Request, sub: Submission) -> Response:
     released = request.app.state.store.setting("released") == "1"
     folder = history_dir(request.app.state.config.data_dir) / str(sub.id)
-    path = folder / ("report-released.html" if released else "report.html")
+    path = folder / "report-released.html"
+    if not released or not path.is_file():  # just released: the worker is still drawing it; less, never more
+        path = folder / "report.html"
     if sub.status != "done" or not path.is_file():
         return page(request, "message.html.j2", 404, title="No report yet",
                     message="This submission has no report yet: it is still being graded, or was not graded.")

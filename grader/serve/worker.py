@@ -5,11 +5,14 @@ folders as ``grader grade``), in single-submission mode: an upload is never read
 
 - One worker per ``DIR`` (a lock file); at start, submissions left ``running`` by a worker that died are put
   back in the queue; ``done`` ones are never touched, so nothing finished is graded twice.
-- A batch holds at most one submission per student (one running submission per student), the oldest first.
+- A batch holds at most one submission per student (one running submission per student), the oldest first,
+  and starts once the queue stopped growing for one poll (a class uploading at once shares one batch: one job
+  preparation, one warm fork server).
 - The stage a submission is in is read from the batch's scratch folder (the pipeline's ``<student>-*/<stage>``
   folders under this process's own temp folder) and written to the store for the student's page.
-- Each finished submission keeps its own result.json and two reports (before and after release) under
-  ``DIR/.serve/history/<id>``; ``DIR/<student>`` holds the latest, as after ``grader grade``.
+- Each finished submission keeps its own result.json and its report under ``DIR/.serve/history/<id>``
+  (report.html before release; report-released.html, drawn when staff release); ``DIR/<student>`` holds the
+  latest, as after ``grader grade``.
 - An infrastructure fault is never a score: the submission is queued again, then ``failed`` after 3 tries.
 """
 from __future__ import annotations
@@ -86,8 +89,9 @@ class Worker:
         shutil.copyfile(source / "result.json", target / "result.json")
         if (source / "artifacts").is_dir():
             shutil.copytree(source / "artifacts", target / "artifacts", dirs_exist_ok=True)
-        render_student_report(target, released=True)
-        os.replace(target / "report.html", target / "report-released.html")
+        if self.released:  # else drawn once, when staff release (render_released)
+            render_student_report(target, released=True)
+            os.replace(target / "report.html", target / "report-released.html")
         render_student_report(target, released=False)
         self.store.finish(sub.id, score=result.score, max_score=result.max_score, result_status=result.status,
                           message=result.message or "")
@@ -124,6 +128,19 @@ class Worker:
             for sub in part.values():  # graded in no way the progress saw (a bug): never left running
                 self.store.fail_or_requeue(sub.id, "the grader lost track of this submission; it will be retried")
         self.render_class()
+
+    def render_released(self) -> None:
+        """Staff released the reports: each graded submission's released report, drawn once."""
+        from grader.report import render_student_report
+
+        for folder in sorted(history_dir(self.data).glob("*/result.json")):
+            target = folder.parent
+            if not (target / "report-released.html").exists():
+                keep = (target / "report.html").read_bytes() if (target / "report.html").exists() else None
+                render_student_report(target, released=True)
+                os.replace(target / "report.html", target / "report-released.html")
+                if keep is not None:
+                    (target / "report.html").write_bytes(keep)
 
     def render_class(self) -> None:
         from grader.report import render_all
@@ -163,15 +180,26 @@ class Worker:
         requeued = self.store.requeue_running()
         if requeued:
             print(f"grader serve: {requeued} submission(s) interrupted earlier are queued again", file=sys.stderr)
+        if self.released:
+            self.render_released()  # a worker stopped while drawing them
         watcher = threading.Thread(target=self._watch_stages, name="stages", daemon=True)
         watcher.start()
         limit = self.config.batch_max or 4 * max(1, self.config.jobs)
+        waiting = -1  # how many were queued at the last look: a batch starts once uploads stop arriving
         try:
             while True:
                 released = self.store.setting("released") == "1"
                 if released != self.released:
                     self.released = released
+                    if released:
+                        self.render_released()
                     self.render_class()
+                queued = len(self.store.submissions(status=("queued",)))
+                if queued and queued < limit and queued != waiting and not once:
+                    waiting = queued  # more may be on their way (a class uploading at once): one batch, one job
+                    time.sleep(self.config.poll_s)
+                    continue
+                waiting = -1
                 subs = self.store.claim(limit)
                 if subs:
                     self.grade(subs)
