@@ -338,3 +338,15 @@ def test_any_time_text_is_an_aware_time_or_a_value_error_naming_where(text: str,
         assert str(exc).startswith("extensions.csv: line 7")
     else:
         assert when.tzinfo is not None and when.utcoffset() is not None
+
+
+def test_report_with_a_rubric_records_its_late_policy_and_one_without_removes_it(tmp_path: Path) -> None:
+    small = Path(__file__).parent / "rubric_small.yaml"
+    out = write_class(tmp_path / "out", result("ada", submitted_at="2026-12-02T12:00:00Z"))
+    late = tmp_path / "late.yaml"
+    late.write_text(small.read_text() + "late: {due: '2026-12-01T23:59:00Z', penalty_percent: 25}\n")
+    assert main(["report", str(out), "--rubric", str(late)]) == 0
+    assert (out / "late_policy.json").exists() and load_gradebook(out).grades["ada"].late_penalty == 7.5
+    assert main(["report", str(out)]) == 0 and load_gradebook(out).grades["ada"].late_penalty == 7.5  # recorded
+    assert main(["report", str(out), "--rubric", str(small)]) == 0
+    assert not (out / "late_policy.json").exists() and load_gradebook(out).grades["ada"].late_penalty == 0.0
