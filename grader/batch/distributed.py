@@ -1,4 +1,4 @@
-"""The Ray executor (``grader grade --engine ray``): one Ray task per submission, on the node Ray picks.
+"""The Ray executor (``grader grade --executor ray``): one Ray task per submission, on the node Ray picks.
 
 The driver sends each task plain data: the ``grade_one`` it was handed (a ``grader.batch.grading.NodeGrader``: the
 rubric, the ``SandboxSpec``, the cache folder), the clean submission folder packed as a tar (made by the
@@ -102,7 +102,7 @@ def _import_ray() -> Any:
     try:
         import ray
     except ImportError as exc:
-        raise InfrastructureError("--engine ray needs Ray: pip install -e '.[ray]' (on every node)") from exc
+        raise InfrastructureError("--executor ray needs Ray: pip install -e '.[ray]' (on every node)") from exc
     return ray
 
 
