@@ -178,9 +178,12 @@ def test_bad_uploads_get_a_clear_message_cost_no_attempt_and_the_queue_goes_on(d
     assert not any((data / ".serve" / "incoming").iterdir())  # nothing kept of a refused upload
     good = _upload(client, csrf, "my_work.zip", _zip({"hw/segmentation.py": REFERENCE}))
     assert good.status_code == 200 and "queued" in good.text
-    [sub] = Store(data).submissions("alice")
-    assert sub.kind == "zip" and (data / ".serve" / "uploads" / str(sub.id) / "alice.zip").is_file()
-    assert "1 of 5" in client.get("/api/status").json()["attempts"]["text"]
+    notebook = _upload(client, csrf, "Cleo's notebook.ipynb", (REPO / "examples/submissions/cleo.ipynb").read_bytes())
+    assert notebook.status_code == 200 and "queued" in notebook.text
+    subs = Store(data).submissions("alice")
+    assert [s.kind for s in subs] == ["zip", "ipynb"]
+    assert (data / ".serve" / "uploads" / str(subs[0].id) / "alice.zip").is_file()
+    assert "2 of 5" in client.get("/api/status").json()["attempts"]["text"]
 
 
 def test_after_the_due_date_uploads_are_refused(data: Path) -> None:
@@ -277,3 +280,17 @@ def test_pages_never_leak_the_link_and_the_server_binds_loopback_by_default(data
     from grader.cli import build_parser
 
     assert build_parser().parse_args(["serve", "--data", str(data)]).host == "127.0.0.1"
+
+
+def test_one_running_submission_per_student_and_a_restart_requeues_only_the_running(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    a1, b1, a2 = (store.add_submission(s, "py") for s in ("alice", "bob", "alice"))
+    assert [s.id for s in store.claim(10)] == [a1, b1]  # alice's second waits for her first
+    assert store.claim(10) == []
+    store.finish(b1, score=1, max_score=2, result_status="graded", message="")
+    assert store.requeue_running() == 1  # a worker died: alice's first goes back, bob's result stays
+    assert {s.id: s.status for s in store.submissions()} == {a1: "queued", b1: "done", a2: "queued"}
+    [again] = store.claim(10)
+    assert again.id == a1 and again.runs == 2
+    store.finish(b1, score=0, max_score=2, result_status="graded", message="")  # finishing twice changes nothing
+    assert store.submission(b1).score == 1

@@ -189,6 +189,7 @@ def test_a_student_uploads_in_chromium_watches_the_status_and_reads_the_report(s
         assert browser.evaluate("window.sameLoad") is True, "the page reloaded"
         assert len(seen) >= 3, seen  # e.g. queued (place 1), running: <stage>, ..., done
         assert any(s.startswith("running") for s in seen), seen
+        assert any(stage in s for s in seen for stage in ("unit checks", "full training")), seen  # live stages
         score = browser.evaluate("document.querySelector('#history tbody tr .score').textContent")
         assert re.fullmatch(r"\d+(\.\d+)? / 100", score), score
         assert "1 of 5 graded attempts" in browser.evaluate("document.getElementById('attempts').textContent")
