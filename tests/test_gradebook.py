@@ -350,3 +350,7 @@ def test_report_with_a_rubric_records_its_late_policy_and_one_without_removes_it
     assert main(["report", str(out)]) == 0 and load_gradebook(out).grades["ada"].late_penalty == 7.5  # recorded
     assert main(["report", str(out), "--rubric", str(small)]) == 0
     assert not (out / "late_policy.json").exists() and load_gradebook(out).grades["ada"].late_penalty == 0.0
+
+
+def test_a_date_alone_means_the_end_of_that_day() -> None:
+    assert parse_moment("2026-12-04", zone="UTC", where="x") == datetime(2026, 12, 4, 23, 59, 59, tzinfo=UTC)

@@ -111,8 +111,7 @@ def load_gradebook(out_dir: Path, *, layers: Layers = NO_LAYERS, policy: LatePol
     out_dir = Path(out_dir)
     loaded, unreadable = collect(out_dir)
     results = {x.result.student: x.result for x in loaded}
-    late_policy = load_policy(out_dir) if policy == "saved" else policy
-    assert late_policy is None or isinstance(late_policy, LatePolicy)
+    late_policy = load_policy(out_dir) if isinstance(policy, str) else policy
     names = identity.aliases(list(results.values()))
     zone = late_policy.timezone if late_policy else None
     rows = ()

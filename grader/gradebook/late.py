@@ -18,6 +18,7 @@ of that student and moves the hard deadline by the same amount. Pure functions, 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Literal
@@ -37,6 +38,8 @@ def parse_moment(value: Any, *, zone: str | None, where: str) -> datetime:
     when = value
     if isinstance(value, str):
         when = _from_text(value.strip())
+        if when is not None and re.fullmatch(r"\d{4}-\d\d-\d\d", value.strip()):  # a date alone: to its end
+            when = when.replace(hour=23, minute=59, second=59)
     elif isinstance(value, date) and not isinstance(value, datetime):
         when = datetime(value.year, value.month, value.day, 23, 59, 59)  # a date alone: the end of that day
     if not isinstance(when, datetime):
