@@ -5,7 +5,7 @@ reference, as a student hiding a copy writes them.
 renamed (helpers, locals, arguments, classes' attributes), docstrings and comments dropped and new comments
 written, top-level definitions and methods reordered, ``for`` loops rewritten as ``while`` loops, single-use
 temporaries merged into the expression that uses them (and a returned expression split into a temporary),
-``x += e`` written ``x = x + e``. ``pad`` hides a verbatim copy behind comment lines. ``corpus`` makes the
+``x += e`` written ``x = x + e``, ``a < b`` as ``b > a`` and ``a + b`` as ``b + a``. ``pad`` hides a verbatim copy behind comment lines. ``corpus`` makes the
 whole set, and says which documents come from the same solution; the truly independent solutions are the
 examples ada, ben, cleo.ipynb, dan and the reference. Used by tests/test_similarity.py and bench/similarity.py.
 """
@@ -71,6 +71,24 @@ class _Loops(ast.NodeTransformer):
                           ast.BinOp(ast.Name(index, ast.Load()), ast.Add(), ast.Constant(1)))
         loop = ast.While(ast.Compare(ast.Name(index, ast.Load()), [ast.Lt()], [stop]), body + [step], [])
         return pre + [ast.Assign([ast.Name(index, ast.Store())], start), loop]
+
+
+class _Mirror(ast.NodeTransformer):
+    """``a < b`` -> ``b > a``; ``a + b`` -> ``b + a`` (and ``*``): what a student reading the code aloud changes."""
+
+    _FLIP = {ast.Lt: ast.Gt, ast.Gt: ast.Lt, ast.LtE: ast.GtE, ast.GtE: ast.LtE}
+
+    def visit_Compare(self, node: ast.Compare) -> ast.AST:
+        self.generic_visit(node)
+        if len(node.ops) == 1 and type(node.ops[0]) in self._FLIP:
+            return ast.Compare(node.comparators[0], [self._FLIP[type(node.ops[0])]()], [node.left])
+        return node
+
+    def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
+        self.generic_visit(node)
+        if isinstance(node.op, (ast.Add, ast.Mult)):
+            node.left, node.right = node.right, node.left
+        return node
 
 
 class _Substitute(ast.NodeTransformer):
@@ -155,7 +173,7 @@ def _strip_docstrings(tree: ast.AST) -> None:
             node.body = kept or [ast.Pass()]
 
 
-def disguise(source: str, seed: int = 0, *, loops: bool = True, merge: bool = True) -> str:
+def disguise(source: str, seed: int = 0, *, loops: bool = True, merge: bool = True, mirror: bool = True) -> str:
     """``source`` disguised as described in the module's docstring (the same seed gives the same text)."""
     rng = random.Random(seed)
     tree = ast.parse(source)
@@ -165,6 +183,8 @@ def disguise(source: str, seed: int = 0, *, loops: bool = True, merge: bool = Tr
     if merge:
         for fn in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
             _Merge(fn).visit(fn)
+    if mirror:
+        tree = _Mirror().visit(tree)
     _rename(tree, rng)
     for node in ast.walk(tree):
         if isinstance(node, ast.ClassDef):

@@ -6,7 +6,8 @@ tokenizer, before any size cut; the cut is then on significant tokens (``MAX_TOK
 so kilobytes of comment lines in front of a copy hide nothing. ``features`` parses what is left with ``ast``
 and fingerprints every statement and expression of at least ``MIN_SUBTREE`` nodes, bottom-up, with every
 name, argument and attribute replaced by its kind, ``for``/``while`` as one loop kind, ``x += e`` as
-``x = x + e``, annotations and no-op statements dropped. A submission is the *set* of its fingerprints: order
+``x = x + e``, ``a > b`` as ``b < a``, the operands of ``+``, ``*``, ``==``, ``and`` in a fixed order,
+annotations and no-op statements dropped. A submission is the *set* of its fingerprints: order
 does not count (reordered functions), and merging a temporary into the expression that uses it keeps the
 fingerprints of both parts. Text that does not parse (a notebook cell with a syntax error, a binary file) is
 parsed per top-level block, and a block that still fails is fingerprinted as k-grams of its normalised tokens.
@@ -168,27 +169,46 @@ def _label(node: ast.AST) -> bytes:
     return type(node).__name__.encode()
 
 
+_COMMUTATIVE = (ast.Add, ast.Mult, ast.BitOr, ast.BitAnd, ast.BitXor)
+_SYMMETRIC = (ast.Eq, ast.NotEq, ast.Is, ast.IsNot)
+_MIRROR = {ast.Gt: b"Lt", ast.GtE: b"LtE"}  # a > b is b < a
+
+
+def _canonical(node: ast.AST, kids: list[tuple[bytes, int]]) -> tuple[bytes, list[tuple[bytes, int]]]:
+    """The label and children ``node`` is fingerprinted with: operands of commutative operators and symmetric
+    comparisons in digest order, ``a > b`` as ``b < a``, ``x += e`` as ``x = x + e``, methods in any order."""
+    if isinstance(node, ast.AugAssign):
+        target, op, value = kids
+        left, right = sorted((target, value)) if isinstance(node.op, _COMMUTATIVE) else (target, value)
+        return b"Assign", [target, (_digest(b"BinOp", left[0], op[0], right[0]), 1 + left[1] + op[1] + right[1])]
+    if isinstance(node, ast.BinOp) and isinstance(node.op, _COMMUTATIVE):
+        left, op, right = kids
+        return b"BinOp", [*sorted((left, right))[:1], op, *sorted((left, right))[1:]]
+    if isinstance(node, ast.Compare) and len(node.ops) == 1:
+        left, op, right = kids
+        if isinstance(node.ops[0], _SYMMETRIC):
+            return b"Compare", [min(left, right), op, max(left, right)]
+        if type(node.ops[0]) in _MIRROR:
+            return b"Compare", [right, (_digest(_MIRROR[type(node.ops[0])]), 1), left]
+    if isinstance(node, (ast.BoolOp, ast.ClassDef)):
+        return _label(node), sorted(kids)
+    return _label(node), kids
+
+
 def _subtrees(tree: ast.AST, found: set[int]) -> None:
     """Add the fingerprint of every statement and expression of ``tree`` with >= MIN_SUBTREE nodes (iterative)."""
     done: dict[int, tuple[bytes, int]] = {}
-    stack: list[tuple[ast.AST, bool]] = [(tree, False)]
+    stack: list[tuple[ast.AST, list[ast.AST] | None]] = [(tree, None)]
     while stack:
-        node, ready = stack.pop()
-        if not ready:
-            stack.append((node, True))
-            stack.extend((child, False) for child in _children(node) if id(child) not in done)
+        node, children = stack.pop()
+        if children is None:
+            children = _children(node)
+            stack.append((node, children))
+            stack.extend((child, None) for child in children if id(child) not in done)
             continue
-        kids = [done[id(child)] for child in _children(node)]
-        if isinstance(node, ast.AugAssign):  # x += e is x = x + e
-            (target, ts), (op, os_), (value, vs) = kids
-            binop = (_digest(b"BinOp", target, op, value), 1 + ts + os_ + vs)
-            _keep(binop, found)
-            kids = [(target, ts), binop]
-            label = b"Assign"
-        else:
-            label = _label(node)
-        if isinstance(node, ast.ClassDef):  # the order of methods does not count
-            kids.sort()
+        label, kids = _canonical(node, [done[id(child)] for child in children])
+        if isinstance(node, ast.AugAssign):
+            _keep(kids[1], found)  # the x + e of x = x + e
         mine = (_digest(label, *(d for d, _ in kids)), 1 + sum(s for _, s in kids))
         done[id(node)] = mine
         if isinstance(node, (ast.stmt, ast.expr)):
