@@ -294,3 +294,36 @@ def test_one_running_submission_per_student_and_a_restart_requeues_only_the_runn
     assert again.id == a1 and again.runs == 2
     store.finish(b1, score=0, max_score=2, result_status="graded", message="")  # finishing twice changes nothing
     assert store.submission(b1).score == 1
+
+
+def test_the_released_report_is_drawn_when_staff_release_and_shown_only_then(data: Path) -> None:
+    from report_samples import FAILING_UNIT, SECRET_AFTER_DUE, sample_result
+
+    from grader.core.results import write_result
+    from grader.serve.config import ServeConfig
+    from grader.serve.worker import Worker
+
+    store = Store(data)
+    store.add_submission("bob", "py")
+    [sub] = store.claim(1)
+    result = sample_result(FAILING_UNIT)
+    write_result(data / "bob", result)  # what the batch wrote for bob
+    worker = Worker(ServeConfig(data=str(data), rubric=str(RUBRIC)))
+    try:
+        worker.record(sub, result)  # the progress callback of the batch
+        assert store.submission(sub.id).status == "done"
+        assert not (history_dir(data) / str(sub.id) / "report-released.html").exists()
+        bob = _client(data)
+        _sign_in(bob, _tokens(data)["bob"])
+        before = bob.get(f"/submissions/{sub.id}/report")
+        assert before.status_code == 200 and "Transpose convolution" in before.text
+        assert SECRET_AFTER_DUE not in before.text
+        store.set_setting("released", "1")
+        assert SECRET_AFTER_DUE not in bob.get(f"/submissions/{sub.id}/report").text  # not drawn yet: less
+        worker.released = True
+        worker.render_released()
+        assert SECRET_AFTER_DUE in bob.get(f"/submissions/{sub.id}/report").text
+    finally:
+        import shutil
+
+        shutil.rmtree(worker.scratch, ignore_errors=True)
