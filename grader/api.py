@@ -202,7 +202,7 @@ def _reports(out: Path, *, released: bool = False, only_changed: bool = False, l
     book = load_gradebook(out, layers=layers)
     write_layers(book)  # <student>/grade.json: what the student's report shows of them
     pages = pages_package.render_all(out, released=released, only_changed=only_changed)
-    write_grades_csv(out, book.grades)
+    write_grades_csv(out, book.grades, collected=book.collected)
     return pages
 
 

@@ -13,6 +13,7 @@ A student in these files is named by the folder name or an id the LMS knows (``i
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -25,7 +26,7 @@ from grader.gradebook.csvfile import GradebookError, read_rows
 from grader.gradebook.late import LatePolicy, lateness, parse_moment
 from grader.gradebook.view import LAYERS  # per student, beside result.json (absent when no layer)
 from grader.gradebook.overrides import OVERRIDES, Override, by_student, read_overrides, validate_overrides
-from grader.report.collect import Unreadable, collect
+from grader.report.collect import Loaded, Unreadable, collect
 
 __all__ = ["EXTENSIONS", "TIMES", "POLICY", "LAYERS", "NO_LAYERS", "Layers", "Gradebook", "load_gradebook", "save_policy",
            "load_policy", "write_layers"]
@@ -53,6 +54,7 @@ class Gradebook:
     grades: dict[str, FinalGrade]
     unreadable: tuple[Unreadable, ...] = ()
     dirs: dict[str, Path] = field(default_factory=dict)  # folder name -> its folder
+    collected: tuple[list[Loaded], list[Unreadable]] = ([], [])  # as read, for grades.csv (read once)
 
 
 def save_policy(out_dir: Path, policy: LatePolicy | None) -> None:
@@ -126,7 +128,8 @@ def load_gradebook(out_dir: Path, *, layers: Layers = NO_LAYERS, policy: LatePol
         late = lateness(late_policy, when.get(student) or identity.submitted_at(result),
                         extension=ext.get(student), lms_late=identity.lms_late(result))
         grades[student] = final_grade(result, mine.get(student, ()), late)
-    return Gradebook(results, grades, tuple(unreadable), {x.result.student: x.student_dir for x in loaded})
+    return Gradebook(results, grades, tuple(unreadable), {x.result.student: x.student_dir for x in loaded},
+                     (loaded, unreadable))
 
 
 def _renamed(o: Override, names: dict[str, str]) -> Override:  # a row may name the student by an LMS id
@@ -146,5 +149,7 @@ def write_layers(book: Gradebook) -> None:
             same = json.loads(path.read_text(encoding="utf-8")) == data
         except (OSError, ValueError):
             same = False
-        if not same:
-            write_json_atomic(path, data)
+        if not same:  # derived from the staff's files at every report: atomic, but not worth an fsync
+            tmp = path.with_name(f".{LAYERS}.tmp")
+            tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+            os.replace(tmp, path)

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
-from grader.report.collect import check_order, collect, metric_check, miou_of
+from grader.report.collect import Loaded, Unreadable, check_order, collect, metric_check, miou_of
 from grader.core.files import write_atomic
 from grader.core.results import CheckResult, SubmissionResult, write_json_atomic
 from grader.batch.scoring import FinalGrade, final_grade
@@ -42,7 +42,8 @@ def _number(value: float | None) -> str:
     return f"{value:.4f}".rstrip("0").rstrip(".")
 
 
-def write_grades_csv(out_dir: Path, grades: Mapping[str, FinalGrade] | None = None) -> Path:
+def write_grades_csv(out_dir: Path, grades: Mapping[str, FinalGrade] | None = None,
+                     collected: tuple[list[Loaded], list[Unreadable]] | None = None) -> Path:
     """Write ``out_dir/grades.csv``: one row per student folder.
 
     Columns: student, source (the file or folder the row came from), lms_id (the Canvas user id or Gradescope
@@ -54,7 +55,7 @@ def write_grades_csv(out_dir: Path, grades: Mapping[str, FinalGrade] | None = No
     folder whose result.json cannot be read gets status "unreadable".
     """
     out_dir = Path(out_dir)
-    loaded, unreadable = collect(out_dir)
+    loaded, unreadable = collected if collected is not None else collect(out_dir)  # read once by the caller
     results = [x.result for x in loaded]
     check_ids = [check_id for check_id, _ in check_order(results)]
     buffer = io.StringIO(newline="")
