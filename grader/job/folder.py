@@ -8,9 +8,16 @@ cases with their metadata for feedback.
 
 ``build_job`` reads the dataset (torchvision), so it runs in the trusted preparation process
 (``grader.job.prepare``), not in the grader's own process; ``unit_cases`` is numpy-only and runs in both.
+
+Hidden cases no one can compute at home: a check not visible before release (``hidden``, ``after_due_date``)
+draws its cases from its rubric seed COMBINED with the installation key (``grader.data.evalsecret``, the one
+the evaluation split is drawn from): ``withheld_seed``. The rubric's seed alone, which a kit or a report may
+show, no longer makes them; the combined seed is written nowhere (not in the job, a result or a page).
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -21,9 +28,11 @@ import numpy as np
 from grader.checks import KINDS, stage_of
 from grader.checks.verdict import JobPlan
 from grader.data.dataset import dataset_hash, embedded_voc_root, load_split
+from grader.data.evalsecret import installation_secret
+from grader.data.shapes import default_cache_dir
 from grader.rubric import Rubric
 
-__all__ = ["JOB_SCHEMA", "JobBuilder", "build_job", "data_root", "unit_cases"]
+__all__ = ["JOB_SCHEMA", "JobBuilder", "build_job", "case_secret", "data_root", "unit_cases", "withheld_seed"]
 
 JOB_SCHEMA = 2  # 2: stages keyed by check id; unit checks grouped under stages.unit.checks
 
@@ -36,9 +45,37 @@ def data_root(rubric: Rubric, *, cache_dir: Path | None = None) -> Path:
     return embedded_voc_root(cache_dir=cache_dir, n_train=ds.n_train, n_val=ds.n_val, size=ds.size, seed=ds.seed)
 
 
-def unit_cases(rubric: Rubric) -> dict[str, list]:
-    """check id -> its unit cases, in rubric order (deterministic: seeded by the rubric alone)."""
-    return {c.id: KINDS[c.kind].cases(c) for c in rubric.checks if KINDS[c.kind].cases is not None}
+def _withheld(check: Any) -> bool:
+    return check.visibility != "visible" and KINDS[check.kind].cases is not None and hasattr(check, "seed")
+
+
+def withheld_seed(secret: bytes, check: Any) -> int:
+    """The seed a withheld check's cases are drawn from: one-way in the key, the check id and the rubric seed."""
+    digest = hashlib.sha256(b"seg-autograder withheld cases\0" + secret + f"\0{check.id}\0{check.seed}".encode())
+    return int.from_bytes(digest.digest()[:8], "little")
+
+
+def case_secret(rubric: Rubric, cache_dir: Path | None) -> bytes | None:
+    """The installation key (``cache_dir``, else the default cache) when a withheld check draws cases, else None."""
+    if not any(_withheld(c) for c in rubric.checks):
+        return None
+    return installation_secret(Path(cache_dir) if cache_dir is not None else default_cache_dir())
+
+
+def unit_cases(rubric: Rubric, *, secret: bytes | None = None) -> dict[str, list]:
+    """check id -> its unit cases, in rubric order: a visible check's seeded by the rubric alone, a withheld
+    check's by its seed combined with ``secret`` (the installation key: ``case_secret``), required for them."""
+    out = {}
+    for check in rubric.checks:
+        if KINDS[check.kind].cases is None:
+            continue
+        if _withheld(check):
+            if secret is None:
+                raise ValueError(f"check {check.id!r} is {check.visibility}: its cases are drawn from the "
+                                 "installation key (grader.job.folder.case_secret), and none was given")
+            check = dataclasses.replace(check, seed=withheld_seed(secret, check))
+        out[check.id] = KINDS[check.kind].cases(check)
+    return out
 
 
 class JobBuilder:
@@ -72,7 +109,10 @@ def build_job(rubric: Rubric, *, job_dir: Path, cache_dir: Path | None = None, d
     builder = JobBuilder(rubric, job_dir, cache_dir)
     stages: dict[str, dict] = {"import": {}}
     host: dict[str, dict[str, np.ndarray]] = {}
+    secret = case_secret(rubric, cache_dir)
     for check in rubric.checks:
+        if _withheld(check):  # its cases (written by the kind's inputs) from the combined seed, as unit_cases
+            check = dataclasses.replace(check, seed=withheld_seed(secret, check))
         config, host[check.id] = KINDS[check.kind].inputs(check, builder)
         config = {"id": check.id, "kind": check.kind, **config}
         stage = stage_of(check)
@@ -86,5 +126,5 @@ def build_job(rubric: Rubric, *, job_dir: Path, cache_dir: Path | None = None, d
                 stages[KINDS[check.kind].retry_stage(check)] = again
     config = {"schema": JOB_SCHEMA, "threads": rubric.threads, "device": device, "stages": stages}
     (job_dir / "job.json").write_text(json.dumps(config, indent=1))
-    return JobPlan(job_dir=job_dir, cases=unit_cases(rubric), host={k: v for k, v in host.items() if v},
+    return JobPlan(job_dir=job_dir, cases=unit_cases(rubric, secret=secret), host={k: v for k, v in host.items() if v},
                    dataset_hash=builder.dataset_hash)

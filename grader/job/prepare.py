@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -29,7 +30,8 @@ import grader
 from grader.checks.verdict import JobPlan
 from grader.job.expected import Expected, load_expected, save_expected
 from grader.job.cache import cache_key, reuse_or_build
-from grader.job.folder import unit_cases
+from grader.data.evalsecret import secret_fingerprint
+from grader.job.folder import case_secret, unit_cases
 from grader.rubric import Rubric, parse_rubric, rubric_yaml
 from grader.sandbox.base import InfrastructureError
 
@@ -66,12 +68,18 @@ def prepare_job(rubric: Rubric, *, job_dir: Path, host_dir: Path, cache_dir: Pat
             argv += ["--cache-dir", str(cache)]
         _run_child(argv, timeout_s)
 
+    try:
+        secret = case_secret(rubric, cache)  # withheld checks' cases are drawn from the installation key
+    except OSError as exc:
+        raise InfrastructureError(f"cannot read the installation key for the hidden cases: {exc}") from exc
     key = cache_key(rubric, text, device, cache_dir=cache) if cache is not None else None
+    if key is not None and secret is not None:  # a new key draws new hidden cases: a new entry
+        key = hashlib.sha256(f"{key}\0{secret_fingerprint(secret)}".encode()).hexdigest()[:32]
     if key is None:
         build(job_dir, host_dir)
     else:
         reuse_or_build(key, cache, build, job_dir=job_dir, host_dir=host_dir)
-    return _load_host_dir(rubric, job_dir, host_dir)
+    return _load_host_dir(rubric, job_dir, host_dir, secret)
 
 
 def _handover_text(rubric: Rubric) -> str:
@@ -116,8 +124,8 @@ def _tail(stderr: str | bytes | None) -> str:
     return f":\n{text[-_STDERR_TAIL:]}" if text else " (no error output)"
 
 
-def _load_host_dir(rubric: Rubric, job_dir: Path, host_dir: Path) -> Prepared:
-    cases = unit_cases(rubric)  # numpy-only and seeded by the rubric: rebuilt here, checked against the child's
+def _load_host_dir(rubric: Rubric, job_dir: Path, host_dir: Path, secret: bytes | None) -> Prepared:
+    cases = unit_cases(rubric, secret=secret)  # numpy-only, seeded by the rubric (and key): rebuilt, checked
     ids = [case.id for cs in cases.values() for case in cs]
     try:
         meta = json.loads((host_dir / "host.json").read_text())
