@@ -64,7 +64,9 @@ def kit_rubric(rubric: Rubric) -> Rubric:
         for c in rubric.checks if c.kind == "full_training" and c.visibility == "after_due_date")
     dataset = dataclasses.replace(rubric.dataset, kind="embedded", voc_root=None,
                                   seed=rubric.dataset.seed + PRACTICE_SEED_OFFSET)
-    return dataclasses.replace(public, checks=public.checks + practice, dataset=dataset)
+    # the similarity threshold is the staff's (how alike is "too alike"): the kit keeps the default
+    return dataclasses.replace(public, checks=public.checks + practice, dataset=dataset,
+                               similarity=type(rubric.similarity)())
 
 
 def build_kit(out: Path, *, rubric: Rubric, repo: Path = _REPO) -> Path:
