@@ -11,6 +11,7 @@
     grader similarity DIR [--from PATH...]   # staff: similar pairs of DIR's graded submissions (copydetect)
     grader export canvas DIR --assignment "Title (id)" [--roster gradebook.csv]   # staff: final grades for Canvas
     grader release DIR --out FOLDER    # staff: each student's released report, one HTML file per LMS id
+    grader weights add FILE... | fetch | list   # staff: the pretrained weights students may load
     grader serve --data DIR [--host H --port P]   # the submission service; `grader serve tokens` the links
 
 Exit codes: 0 whatever the students did; 1 selftest failed; 2 bad usage or an invalid rubric; 3 an
@@ -33,6 +34,7 @@ from grader.terminal import print_result
 from grader.gradebook import command as gradebook_command
 from grader.gradebook.csvfile import GradebookError
 from grader.serve import command as serve_command
+from grader.weights import command as weights_command
 
 __all__ = ["main", "build_parser"]
 
@@ -98,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     similar.add_argument("--rubric", type=Path, default=api.DEFAULT_RUBRIC, help="its similarity.threshold")
     similar.add_argument("--force", action="store_true", help="compare again even if nothing changed")
     gradebook_command.add_parsers(sub)  # grader export canvas|generic, grader release
+    weights_command.add_parser(sub, api.DEFAULT_RUBRIC)  # grader weights add | fetch | list
     serve_command.add_parser(sub, default_rubric=api.DEFAULT_RUBRIC)  # grader serve [tokens]
     return parser
 
@@ -240,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return {"grade": cmd_grade, "check": cmd_check, "selftest": cmd_selftest, "calibrate": cmd_calibrate,
-                "handout": cmd_handout, "similarity": cmd_similarity,
+                "handout": cmd_handout, "similarity": cmd_similarity, "weights": weights_command.run,
                 "serve": serve_command.run}[args.command](args)
     except RubricError as exc:
         print(f"grader: invalid rubric {args.rubric}: {exc}", file=sys.stderr)

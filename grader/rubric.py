@@ -24,7 +24,7 @@ from grader.gradebook.late import LatePolicy
 
 __all__ = [
     "RubricError", "Rubric", "DatasetSpec", "SimilaritySpec", "StageBudget", "Budgets", "CheckSpec", "CHECK_KINDS",
-    "load_rubric", "parse_rubric", "rubric_yaml",
+    "PretrainedSpec", "load_rubric", "parse_rubric", "rubric_yaml",
 ]
 
 CHECK_KINDS = tuple(KINDS)
@@ -65,6 +65,25 @@ class SimilaritySpec:
     threshold: float = 0.6
 
 
+@dataclass(frozen=True)
+class PretrainedSpec:
+    """One entry of ``pretrained:``, the weights students may load (``grader.weights`` stores and shows them): a
+    torchvision weights enum by name, as a student writes it (``ResNet18_Weights.IMAGENET1K_V1``; YAML: the bare
+    string), or a course checkpoint ``{file: NAME, sha256: HEX}`` (also a file under torchvision's own name whose
+    bytes the course vouches for: the declared sha256 wins over the prefix in the name)."""
+
+    weights: str | None = None  # torchvision's enum name, e.g. ResNet18_Weights.IMAGENET1K_V1
+    file: str | None = None  # the file name under $TORCH_HOME/hub/checkpoints
+    sha256: str | None = None  # 64 hex digits: the file's declared hash
+
+    @property
+    def label(self) -> str:
+        return self.weights or str(self.file)
+
+
+_WEIGHTS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*_Weights\.[A-Za-z][A-Za-z0-9_]*$")
+_WEIGHTS_FILE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,159}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _COMMON_KEYS = {f.name for f in dataclasses.fields(CheckSpec)}
 _ID = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
@@ -76,6 +95,7 @@ class Rubric:
     dataset: DatasetSpec = DatasetSpec()
     budgets: Budgets = Budgets()
     similarity: SimilaritySpec = SimilaritySpec()
+    pretrained: tuple[PretrainedSpec, ...] = ()  # the pretrained weights students may load (grader weights)
     late: LatePolicy | None = None  # the late policy (grader.gradebook.late); applied on top, never regrades
     num_classes: int = 21
     threads: int = 2  # torch threads inside each sandbox (fixed: same submission, same grade)
@@ -169,6 +189,30 @@ def _validate(rubric: Rubric, data: dict) -> None:
         raise RubricError("similarity.threshold: must be in (0, 1]: the share of a submission found in another")
     if rubric.dataset.kind == "voc" and not rubric.dataset.voc_root:
         raise RubricError("dataset.voc_root: required when dataset.kind is voc (the folder containing VOCdevkit)")
+    _validate_pretrained(rubric.pretrained)
+
+
+def _validate_pretrained(entries: tuple[PretrainedSpec, ...]) -> None:
+    """Names and hashes are checked here; that a torchvision name exists, on the host by ``grader.weights``."""
+    seen: set[str] = set()
+    for i, entry in enumerate(entries):
+        where = f"pretrained[{i}]"
+        if entry.weights is not None and (entry.file is not None or entry.sha256 is not None):
+            raise RubricError(f"{where}: give a torchvision weights name OR {{file, sha256}}, not both")
+        if entry.weights is not None and not _WEIGHTS_NAME.match(entry.weights):
+            raise RubricError(f"{where}: {entry.weights!r} is not a torchvision weights name; write it as a student "
+                              "does, e.g. ResNet18_Weights.IMAGENET1K_V1")
+        if entry.weights is None and (entry.file is None or entry.sha256 is None):
+            raise RubricError(f"{where}: a course checkpoint needs both file and sha256 (e.g. {{file: "
+                              "resnet18-f37072fd.pth, sha256: <64 hex digits of sha256sum FILE>})")
+        if entry.file is not None and (not _WEIGHTS_FILE.match(entry.file) or entry.file.startswith("..")):
+            raise RubricError(f"{where}.file: {entry.file!r} must be a plain file name (letters, digits, _ . + -), "
+                              "the name under $TORCH_HOME/hub/checkpoints")
+        if entry.sha256 is not None and not _SHA256.match(entry.sha256):
+            raise RubricError(f"{where}.sha256: must be 64 lowercase hex digits (sha256sum FILE)")
+        if entry.label in seen:
+            raise RubricError(f"{where}: {entry.label!r} is listed twice")
+        seen.add(entry.label)
 
 
 def _build(cls: type, data: Any, path: str) -> Any:
@@ -197,6 +241,8 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is CheckSpec:
         return _build_check(value, path)
+    if hint is PretrainedSpec and isinstance(value, str):  # the bare torchvision name
+        return PretrainedSpec(weights=value)
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, path)
     if origin in (Union, types.UnionType):

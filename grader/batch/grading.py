@@ -36,6 +36,8 @@ from grader.sandbox.base import InfrastructureError, Sandbox
 from grader.sandbox.factory import SandboxSpec
 from grader.batch.scoring import score_submission
 from grader.data.shapes import default_cache_dir
+from grader.weights.store import check_node, fingerprint
+from grader.weights.store import provide as provide_weights
 
 __all__ = ["NodeGrader", "grade_fresh", "grade_with_gpu", "infrastructure_result", "prepare_batch",
            "record_result", "rejected_result"]
@@ -53,6 +55,7 @@ def prepare_batch(rubric: Rubric, *, sandbox: Sandbox, scratch: Path, cache_dir:
     a trusted subprocess: see ``grader.job.prepare``). Hidden from the sandbox: reference/, the dataset cache
     (labels) and the host-only folder (expected outputs, evaluation labels). ``jobs_per_gpu``: K jobs share
     each GPU, every stage capped to 1/K of its memory (recorded in the provenance)."""
+    torch_home = provide_weights(rubric, cache_dir=cache_dir, scratch=scratch)  # missing: stop before any student
     sandbox.warm_up(rubric.threads)  # in the background, while the job is prepared
     prepared = prepare_job(rubric, job_dir=scratch / "job", host_dir=scratch / "host", cache_dir=cache_dir,
                            device=device)
@@ -62,7 +65,8 @@ def prepare_batch(rubric: Rubric, *, sandbox: Sandbox, scratch: Path, cache_dir:
     if device == "cuda":
         provenance["gpu_sharing"] = gpu_sharing(jobs_per_gpu)
     return BatchSetup(rubric=rubric, ctx=ctx, sandbox=sandbox, hidden_paths=hidden_paths, scratch=scratch,
-                 device=device, gpu_memory_fraction=gpu_memory_fraction(jobs_per_gpu), provenance=provenance)
+                 device=device, gpu_memory_fraction=gpu_memory_fraction(jobs_per_gpu), provenance=provenance,
+                 torch_home=torch_home)
 
 
 def grade_with_gpu(batch: BatchSetup, sub: Submission, gpu: str | None) -> Graded:
@@ -113,7 +117,8 @@ def grade_fresh(todo: list[Submission], *, rubric: Rubric, executor: Executor,
         grade_one = NodeGrader(rubric=rubric, sandbox=replace(sandbox, gpus=()),
                                cache_dir=str(cache_dir) if cache_dir else None,
                                hidden_on_node=executor.hidden_on_node, jobs_per_gpu=jobs_per_gpu,
-                               eval_key=_eval_key_fingerprint(rubric, (cache_dir or default_cache_dir()).resolve()))
+                               eval_key=_eval_key_fingerprint(rubric, (cache_dir or default_cache_dir()).resolve()),
+                               weights=_driver_weights(rubric, (cache_dir or default_cache_dir()).resolve()))
         return executor.run(todo, grade_one, record, on_begin=on_begin)
     engine = sandbox.make() if isinstance(sandbox, SandboxSpec) else sandbox()
     batch = prepare_batch(rubric, sandbox=engine, scratch=scratch, cache_dir=(cache_dir or default_cache_dir()).resolve(),
@@ -137,6 +142,7 @@ class NodeGrader:
     hidden_on_node: Callable[[], tuple[Path, ...]] | None = None
     jobs_per_gpu: int = 1  # K tasks share a GPU (Ray's num_gpus=1/K): each stage capped to 1/K of its memory
     eval_key: str | None = None  # the driver's evaluation-key fingerprint (embedded data): every node must agree
+    weights: tuple[tuple[str, str], ...] = ()  # the driver's pretrained weights (file, sha256): every node holds them
     grader_version: str = __version__
 
     def __call__(self, sub: Submission, gpu: str | None) -> Graded:
@@ -149,6 +155,8 @@ class NodeGrader:
                 f"this node's evaluation key ({cache / KEY_FILE}) differs from the grading machine's, so it would "
                 "grade full training on another evaluation split: copy the grading machine's eval-secret.key "
                 "to that path on every node (or share the cache folder), then rerun")
+        if self.weights:
+            check_node(self.rubric, cache_dir=cache, driver=self.weights)
         return grade_with_gpu(self._batch(gpu), sub, gpu)
 
     def _batch(self, gpu: str | None) -> BatchSetup:
@@ -167,6 +175,18 @@ def _eval_key_fingerprint(rubric: Rubric, cache: Path) -> str | None:
     """Which evaluation split this machine's embedded dataset draws (a one-way name of its key); None for real
     VOC data, which every node reads as it is."""
     return eval_key_fingerprint(cache) if rubric.dataset.kind == "embedded" else None
+
+
+def _driver_weights(rubric: Rubric, cache: Path) -> tuple[tuple[str, str], ...]:
+    """The driver's pretrained weights, each hashed; one it lacks stops the batch before any task is sent."""
+    if not rubric.pretrained:
+        return ()
+    scratch = Path(tempfile.mkdtemp(prefix="seg-weights-"))
+    try:
+        provide_weights(rubric, cache_dir=cache, scratch=scratch)  # verified; a missing one raises, naming its command
+    finally:
+        remove_tree(scratch, ignore_errors=True)
+    return fingerprint(rubric, cache_dir=cache)
 
 
 def _alive(pid: int) -> bool:

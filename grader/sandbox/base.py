@@ -66,6 +66,8 @@ class SandboxRequest:
     max_file_mb: int = 512
     disk_mb: int | None = None  # local: the stage's writable tmpfs (scratch, /tmp, out), part of memory_mb;
     # None: 1/16 of memory_mb, at most max_file_mb (grader.sandbox.local.disk_mb)
+    torch_home: Path | None = None  # the course's pretrained weights (hub/checkpoints/, exactly the allowed files,
+    # grader.weights): shown read-only, $TORCH_HOME inside; None: none allowed
 
 
 @dataclass(frozen=True)

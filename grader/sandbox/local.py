@@ -154,7 +154,8 @@ class LocalSandbox:
     def _confine_config(self, request: SandboxRequest, scratch: str, mounts: str) -> dict:
         package = str(Path(__file__).resolve().parent.parent)  # grader/ (the runner's part of it), never reference/
         expose = [[p, False] for p in _python_folders(self.python)] + [
-            [str(request.job_dir), False], [str(request.submission_dir), False]]
+            [str(request.job_dir), False], [str(request.submission_dir), False]] + (
+            [[str(request.torch_home), False]] if request.torch_home else [])  # the course's weights, read-only
         return {"root_dir": f"{mounts}/root", "rw_dir": f"{mounts}/rw", "expose": expose, "cwd": scratch,
                 "package": package, "package_files": visible_package(package), "unconfined_ok": self.unconfined_ok,
                 "out_dir": str(request.out_dir), "env": self._env(request, scratch),
@@ -166,7 +167,7 @@ class LocalSandbox:
         # USER/LOGNAME: the stage's uid has no passwd entry, and getpass.getuser() (torch's caches) needs a name
         return {**_base_env(request.threads), "HOME": scratch, "TMPDIR": scratch, "USER": "student",
                 "LOGNAME": "student", "CUDA_VISIBLE_DEVICES": request.gpu if request.gpu is not None else "",
-                **gpu_share_env(request)}
+                **gpu_share_env(request), **({"TORCH_HOME": str(request.torch_home)} if request.torch_home else {})}
 
     def _spawn(self, payload: dict, request: SandboxRequest) -> SandboxRun:
         done = run_forked(self._server(request.threads), payload, timeout_s=request.timeout_s,

@@ -25,13 +25,15 @@ from grader.sandbox.base import (InfrastructureError, SandboxRequest, SandboxRun
                                  share_with_sandbox)
 from grader.sandbox.container.daemon import Daemon, engine_errors, labels
 
-__all__ = ["BindMount", "HeadTail", "ContainerSettings", "Container", "ISOLATION", "run_once"]
+__all__ = ["BindMount", "HeadTail", "ContainerSettings", "Container", "ISOLATION", "TORCH_HOME", "run_once",
+           "weights_bind"]
 
 ISOLATION = ("docker: network none, read-only root, non-root uid, no capabilities, no-new-privileges, "
              "seccomp default, cgroup memory (= memory+swap), pids and cpu limits")
 _PASSTHROUGH_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # old OpenBLAS crashes on some CPUs without them
 _MARKER_RESERVE = 64  # room kept for the "bytes dropped" marker so the text stays within the limit
 _PUMP_GRACE_S = 10.0  # how long to wait for the output stream to drain after the container ended
+TORCH_HOME = "/opt/torch"  # where the course's pretrained weights are mounted read-only (request.torch_home)
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,11 @@ class BindMount:
     source: Path
     target: str
     read_only: bool = True
+
+
+def weights_bind(request: SandboxRequest) -> list[BindMount]:
+    """The course's pretrained weights, read-only at $TORCH_HOME (none when the rubric allows none)."""
+    return [BindMount(request.torch_home, TORCH_HOME)] if request.torch_home else []
 
 
 class HeadTail:
@@ -92,6 +99,7 @@ class ContainerSettings:
         if request.gpu is not None and self.gpus and request.gpu not in self.gpus:
             raise InfrastructureError(f"GPU {request.gpu!r} was assigned but this engine offers {self.gpus}")
         refuse_hidden([request.job_dir, request.submission_dir, request.out_dir, *extra_shown,
+                       *(m.source for m in weights_bind(request)),
                        *(Path(m.source) for m in self.extra_mounts)], request.hidden_paths)
 
     def environment(self, request: SandboxRequest) -> dict[str, str]:
@@ -99,7 +107,8 @@ class ContainerSettings:
         env = {"HOME": "/tmp", "USER": "grader", "LOGNAME": "grader", "PYTHONPATH": "/opt/grader",
                "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", "PYTHONHASHSEED": "0",
                "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
-               "NUMEXPR_NUM_THREADS": threads, "TORCH_HOME": "/tmp/torch", "MPLCONFIGDIR": "/tmp/matplotlib",
+               "NUMEXPR_NUM_THREADS": threads, "TORCH_HOME": TORCH_HOME if request.torch_home else "/tmp/torch",
+               "MPLCONFIGDIR": "/tmp/matplotlib",
                "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
         env.update({k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ})
         env.update(gpu_share_env(request))  # K jobs per GPU: the runner caps this stage's share of its memory
@@ -212,7 +221,7 @@ def run_once(daemon: Daemon, settings: ContainerSettings, argv: list[str], reque
     uid = settings.new_uid()
     share_with_sandbox(request)
     binds = [BindMount(request.job_dir, "/job"), BindMount(request.out_dir, "/out", False),
-             BindMount(request.submission_dir, "/submission")]
+             BindMount(request.submission_dir, "/submission"), *weights_bind(request)]
     container = Container(daemon, settings, argv, request, uid=uid, binds=binds, stage=request.stage)
     try:
         out, err = HeadTail(request.max_output_bytes), HeadTail(request.max_output_bytes)

@@ -28,7 +28,8 @@ from pathlib import Path
 from grader.core.cleanup import remove_tree
 from grader.sandbox.base import InfrastructureError, SandboxRequest, SandboxRun, runner_args, says_out_of_memory, \
     share_with_sandbox
-from grader.sandbox.container.containers import ISOLATION, BindMount, Container, ContainerSettings, HeadTail
+from grader.sandbox.container.containers import ISOLATION, BindMount, Container, ContainerSettings, HeadTail, \
+    weights_bind
 from grader.sandbox.container.daemon import Daemon
 from grader.sandbox.forkclient import ForkServerClient, run_forked
 
@@ -122,7 +123,7 @@ class SubmissionContainer:
         argv = [settings.python, "-s", "-m", "grader.sandbox.forkserver", "--listen", f"/ctl/{SOCKET}",
                 "--clean", "/tmp", "--clean", "/scratch"]
         binds = [BindMount(request.job_dir, "/job"), BindMount(self.submission, "/submission"),
-                 BindMount(self.runs, "/runs", False), BindMount(self.ctl, "/ctl", False)]
+                 BindMount(self.runs, "/runs", False), BindMount(self.ctl, "/ctl", False), *weights_bind(request)]
         self.container = Container(self.daemon, settings, argv, request, uid=self.uid, binds=binds,
                                    stage="submission", cpu_shares=SPARE_CPU_SHARES)
         self.container.start(self.output, self.output)
