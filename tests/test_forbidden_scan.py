@@ -48,6 +48,7 @@ def test_segnet_may_use_the_builtins_only_transpose_conv2d_may_not() -> None:
     assert scan_source(segnet) == []
     sneaky = segnet.replace("return x.new_zeros(1)", "return torch.nn.functional.conv_transpose2d(x, w)")
     assert [f.what for f in scan_source(sneaky)] == ["conv_transpose2d in helper"]  # reached through a helper
+    assert "reads /proc" in scan_source("import os\nfds = os.listdir('/proc/self/fd')\n")[0].what
 
 
 @settings(max_examples=60, deadline=None)

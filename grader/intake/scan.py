@@ -110,7 +110,9 @@ def _word(node: ast.AST) -> bool:
 
 
 def _module_wide(tree: ast.AST) -> list[Finding]:
-    found = []
+    found = [Finding("reads /proc or /dev/fd (the process's own files and memory)", getattr(n, "lineno", 0))
+             for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+             and ("/proc/" in n.value or "/dev/fd" in n.value)]
     for name, line, before in _names(tree):
         why = _MODULE_WIDE.get(name)
         if why and (name not in _NEEDS_TORCH_BEFORE or before == "torch"):
