@@ -14,7 +14,7 @@ the import the runner reads them into an anonymous memory file (``memfd``: no pa
 seals ``J/unit`` (Landlock: this process and its children can no longer open a file there), imports the module
 (recording, in the unit stage, what torch work the import did: flagged for staff review, never a zero), and
 only then reads the cases back. Where the kernel refuses Landlock the stage still runs, and its record says
-so (``seal``). ``grader.checks.forbidden.install_guards`` runs before the import too.
+so (``seal``). In a stage with a guarded call, ``grader.checks.forbidden.install_guards`` runs before the import.
 """
 from __future__ import annotations
 
@@ -236,10 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     device = _device(torch, config.get("device", "cpu"))
     writer = StageWriter(out, args.stage)
     fd, seal = seal_cases(job, config["stages"], args.stage)
-    install_guards()
     sys.path.insert(0, str(Path(args.submission).resolve()))
     sys.argv = ["segmentation.py"]  # the student's code must not learn the out folder from argv
     guarded = args.stage == "unit" and any(c.get("record_ops") for c in config["stages"]["unit"]["checks"])
+    if guarded:  # only where a guarded call runs: a training stage's torch (torch.compile ...) stays untouched
+        install_guards()
     recorder = OpRecorder() if guarded else None
     try:
         if recorder is None:
