@@ -205,9 +205,13 @@ def _forbidden_verdict(spec: UnitSpec, verdict: CheckResult, hits: dict[str, lis
                        cases: list[UnitCase]) -> CheckResult:
     """``on_forbidden: zero``: failed with 0 points; ``flag``: the verdict stands, with what was detected.
     Said as "detected": the recorder ran in the student's process, so its silence proves nothing."""
-    found = ops.describe([name for names in hits.values() for name in names])
-    said = (f"Forbidden operation detected: `{cases[0].function}` reached {found} in {len(hits)} of {len(cases)} "
-            f"cases; this check forbids {', '.join(spec.forbidden)}.")
+    names = [name for found in hits.values() for name in found]
+    reached = ops.describe([n for n in names if not n.startswith("guard:")])
+    around = "; ".join(dict.fromkeys(n.split(":", 1)[1] for n in names if n.startswith("guard:")))
+    what = " and ".join(([f"reached {reached}"] if reached else []) + ([f"worked around the recorder ({around})"]
+                                                                       if around else []))
+    said = (f"Forbidden operation detected: `{cases[0].function}` {what} in {len(hits)} of {len(cases)} "
+            f"cases; this check forbids {', '.join(spec.forbidden)} and any way around the recorder.")
     details = {**verdict.details, "forbidden_detected": sorted({n for names in hits.values() for n in names}),
                "forbidden_cases": len(hits), "on_forbidden": spec.on_forbidden}
     if spec.on_forbidden == "flag":
