@@ -354,3 +354,10 @@ def test_report_with_a_rubric_records_its_late_policy_and_one_without_removes_it
 
 def test_a_date_alone_means_the_end_of_that_day() -> None:
     assert parse_moment("2026-12-04", zone="UTC", where="x") == datetime(2026, 12, 4, 23, 59, 59, tzinfo=UTC)
+
+
+def test_canvas_late_flag_without_a_time_is_not_penalised_but_said(tmp_path: Path) -> None:
+    out = write_class(tmp_path, canvas_result("smithada", "1001", intake_notes=["Canvas marked this submission late"]))
+    save_policy(out, policy())
+    late = load_gradebook(out).grades["smithada"].late
+    assert late.percent == 0.0 and "The LMS marked it late" in late.note
