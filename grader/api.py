@@ -19,6 +19,7 @@ from typing import Protocol, Sequence
 from grader import report as pages_package
 from grader.batch.batch import GradeOptions, grade_all
 from grader.calibrate import Calibration, plan_calibration, summarise
+from grader.data.evalsecret import Rotation, default_cache_dir, rotate_secret
 from grader.report.export import write_grades_csv
 from grader.gradebook.book import NO_LAYERS, Layers, load_gradebook, save_policy, write_layers
 from grader.gradebook.canvas import Export, write_canvas
@@ -136,11 +137,11 @@ def selftest(*, rubric: Rubric | str | Path = DEFAULT_RUBRIC, out_dir: str | Pat
     return SelftestResult(reference=ref, template=tpl, problems=tuple(problems), out_dir=out)
 
 
-def calibrate(*, rubric: Rubric | str | Path = DEFAULT_RUBRIC, seeds: int = 3, designs: Sequence[str] = (),
+def calibrate(*, rubric: Rubric | str | Path = DEFAULT_RUBRIC, seeds: int = 3, designs: Sequence[str] | None = None,
               margin: float = 0.05, out_dir: str | Path | None = None, sandbox: str = "local", image: str | None = None,
               jobs: int = 1, gpus: Sequence[str] = (), jobs_per_gpu: int = 1, cache_dir: str | Path | None = None,
               progress: Progress | None = None) -> Calibration:
-    """Staff: train the reference (and ``designs`` of examples/submissions) at ``seeds`` seeds of the rubric's
+    """Staff: train the reference and ``designs`` of examples/submissions (None: every one) at ``seeds`` seeds of the rubric's
     full-training check, with its budget, on this machine's device (``gpus``), through the real grader (same
     sandbox and judge), into ``out_dir`` (default a new temp folder). Returns each run's mIoU, the floor and a
     suggested bar ``margin`` below the lowest honest run (``grader.calibrate``); ``jobs`` 1 (default) keeps
@@ -151,6 +152,13 @@ def calibrate(*, rubric: Rubric | str | Path = DEFAULT_RUBRIC, seeds: int = 3, d
                     jobs=jobs, gpus=gpus, jobs_per_gpu=jobs_per_gpu, regrade=True, cache_dir=cache_dir,
                     progress=progress, render=False)
     return summarise(planned, results, margin=margin, out_dir=out)
+
+
+def rotate_key(*, cache_dir: str | Path | None = None) -> Rotation:
+    """Staff, once per term before its first batch: a new evaluation key in ``cache_dir`` (default
+    ``$SEG_GRADER_CACHE`` or ~/.cache/seg-autograder), hence a new embedded evaluation split; the old key is kept
+    beside it as ``eval-secret.key.retired-<UTC time>`` (``grader.data.evalsecret.rotate_secret``)."""
+    return rotate_secret(Path(cache_dir) if cache_dir else default_cache_dir())
 
 
 def handout(out_dir: str | Path, *, rubric: Rubric | str | Path = DEFAULT_RUBRIC) -> Path:

@@ -5,6 +5,10 @@ design's validation mIoU on the machine that grades, within the rubric's budget,
 all-background predictor's mIoU on the evaluation images: where a net that learnt nothing lands). Both move
 with the hardware, the budget and the seed, so they are measured, not guessed.
 
+By default every example design of examples/submissions is trained beside the reference: the bar must sit below
+every honest design, not only the reference's best. A design whose required checks fail (a SegNet that does
+not build: examples/submissions/dan) has no training to measure: its runs are listed, not counted.
+
 This module plans the measurement and reads it back; ``grader.api.calibrate`` runs it through the REAL grader
 (the same intake, sandbox and judge as a class): one batch of the reference (and example designs) graded
 with a calibration rubric that holds the rubric's model_shapes checks and the training check once per seed
@@ -53,6 +57,7 @@ class CalibrationRun:
     train_s: float | None  # the train stage's wall clock, as the grader measured it
     status: str
     message: str
+    counted: bool = True  # False: a required check failed (no net to train): the run says nothing of the bar
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,12 @@ class Calibration:
 
     @property
     def designs(self) -> list[str]:
-        return list(dict.fromkeys(r.design for r in self.runs))
+        """The designs whose runs count (their required checks passed)."""
+        return list(dict.fromkeys(r.design for r in self.runs if r.counted))
+
+    @property
+    def excluded(self) -> list[str]:
+        return list(dict.fromkeys(r.design for r in self.runs if not r.counted))
 
     @property
     def spread(self) -> float:
@@ -93,15 +103,16 @@ def _training_check(rubric: Rubric) -> FullTrainingSpec:
     return found[0]
 
 
-def design_paths(designs: Sequence[str], *, repo: Path) -> dict[str, Path]:
-    """design -> submission: ``reference`` (always, first) and each named entry of examples/submissions."""
+def design_paths(designs: Sequence[str] | None, *, repo: Path) -> dict[str, Path]:
+    """design -> submission: ``reference`` (always, first) and each named entry of examples/submissions
+    (``None``: every entry)."""
     reference, examples = repo / "reference", repo / "examples" / "submissions"
     if not (reference / "segmentation.py").is_file():
         raise CalibrationError(f"no {reference}/segmentation.py: calibrate is a staff command, run it from the "
                                "repository checkout")
     paths = {"reference": reference}
-    there = sorted(examples.iterdir()) if examples.is_dir() else []
-    for design in designs:
+    there = sorted(p for p in examples.iterdir() if not p.name.startswith(".")) if examples.is_dir() else []
+    for design in (designs if designs is not None else [p.stem for p in there]):
         if design == "reference":
             continue
         match = [p for p in there if design in (p.name, p.stem)]
@@ -112,7 +123,7 @@ def design_paths(designs: Sequence[str], *, repo: Path) -> dict[str, Path]:
     return paths
 
 
-def plan_calibration(rubric: Rubric, *, seeds: int, designs: Sequence[str], repo: Path) -> CalibrationPlan:
+def plan_calibration(rubric: Rubric, *, seeds: int, designs: Sequence[str] | None, repo: Path) -> CalibrationPlan:
     """The calibration rubric: the checks the training check requires (transitively), then the training check
     once per seed (``seed``, ``seed + 1``, ...: the graded seed first), each with the all-background floor and
     no retry, so every number is one raw run."""
@@ -138,8 +149,9 @@ def plan_calibration(rubric: Rubric, *, seeds: int, designs: Sequence[str], repo
 def propose_bar(runs: Sequence[CalibrationRun], *, floor: float | None, margin: float = 0.05,
                 step: float = STEP) -> float | None:
     """The lowest honest mIoU minus ``margin``, rounded DOWN to ``step``: no honest run measured misses it.
-    A run without an mIoU counts as 0. None when that bar would not lie above the floor: no bar separates
-    these honest runs from a net that learnt nothing (look at the runs: a budget too short?)."""
+    A run without an mIoU counts as 0; a run not ``counted`` is left out. None when that bar would not lie above
+    the floor: no bar separates these honest runs from a net that learnt nothing (a budget too short?)."""
+    runs = [r for r in runs if r.counted]
     if not runs:
         return None
     lowest = min(r.miou if r.miou is not None else 0.0 for r in runs)
@@ -157,6 +169,10 @@ def _runs(plan: CalibrationPlan, results: Sequence[SubmissionResult]) -> list[Ca
     for design, path in plan.paths.items():
         result = by_student.get(design) or by_student.get(path.stem)
         durations = ((result.provenance or {}).get("durations_s") or {}) if result else {}
+        required = [c for c in (result.checks if result else ()) if c.id not in plan.seeds]
+        # a required check failed or crashed (a timeout still counts, as 0): the design has no net to train (dan's
+        # SegNet raises NotImplementedError), so its runs measure nothing of the bar
+        counted = design == "reference" or not any(c.status in ("failed", "error") for c in required)
         for cid, seed in plan.seeds.items():
             check = next((c for c in result.checks if c.id == cid), None) if result else None
             details = check.details if check else {}
@@ -164,7 +180,8 @@ def _runs(plan: CalibrationPlan, results: Sequence[SubmissionResult]) -> list[Ca
                 design=design, seed=seed, miou=_miou(details.get("miou")), floor=_miou(details.get("floor")),
                 train_s=_miou(durations.get(cid)), status=check.status if check else (result.status if result
                                                                                         else "missing"),
-                message=check.message if check else (result.message if result else "not graded")))
+                message=check.message if check else (result.message if result else "not graded"),
+                counted=counted))
     return runs
 
 
@@ -192,11 +209,13 @@ def format_calibration(cal: Calibration) -> str:
              f"device {cal.device}; results in {cal.out_dir}",
              f"{'design':12s} {'seed':>6s} {'mIoU':>7s} {'train_s':>8s}  status"]
     lines += [f"{r.design:12s} {r.seed:6d} {_number(r.miou):>7s} {_number(r.train_s, '.1f'):>8s}  {r.status}"
-              for r in cal.runs]
+              + ("" if r.counted else " (not counted: a required check failed)") for r in cal.runs]
     lines.append("")
     for design in cal.designs:
         got = cal.mious(design)
         lines.append(f"{design:12s} mIoU min {min(got):.4f} max {max(got):.4f} over {len(got)} seed(s)")
+    if cal.excluded:
+        lines.append(f"not counted (a required check failed, no net to train): {', '.join(cal.excluded)}")
     lines.append(f"floor (all-background mIoU on the evaluation images): {_number(cal.floor)}")
     lowest = min((m for d in cal.designs for m in cal.mious(d)), default=0.0)
     if cal.bar is None:
@@ -211,6 +230,6 @@ def format_calibration(cal: Calibration) -> str:
     longest = max(secs, default=0.0)
     lines.append(f"train stage: at most {longest:.1f} s of its {cal.timeout_s:g} s budget "
                  f"({longest / cal.timeout_s:.0%}); load average now {os.getloadavg()[0]:.2f}")
-    missed = [f"{r.design}@{r.seed}" for r in cal.runs if r.miou is None or r.miou < _bar(spec)]
+    missed = [f"{r.design}@{r.seed}" for r in cal.runs if r.counted and (r.miou is None or r.miou < _bar(spec))]
     lines.append(f"runs below the rubric's bar {_bar(spec):g}: {', '.join(missed) or 'none'}")
     return "\n".join(lines)

@@ -7,6 +7,7 @@
     grader selftest              # reference/ must get full marks, student_template/ zero
     grader calibrate [--seeds K] [--designs ada,ben]   # staff: mIoU over seeds on this device, a suggested bar
     grader handout --out KIT     # staff: the student kit (public checks, no solution; `pip install KIT`)
+    grader rotate-key [--cache-dir D]   # staff, once per term: a new evaluation split (the old key kept aside)
     grader report DIR            # re-render the HTML and exports from DIR/*/result.json
     grader similarity DIR [--from PATH...]   # staff: similar pairs of DIR's graded submissions (copydetect)
     grader export canvas DIR --assignment "Title (id)" [--roster gradebook.csv]   # staff: final grades for Canvas
@@ -68,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate = sub.add_parser("calibrate", help="staff: train the reference (and example designs) over seeds "
                                                  "on this device; print the mIoU, the floor and a suggested bar")
     calibrate.add_argument("--seeds", type=_positive, default=3, metavar="K", help="seeds per design (default 3)")
-    calibrate.add_argument("--designs", default="", help="example designs too, e.g. ada,ben (examples/submissions)")
+    calibrate.add_argument("--designs", default=None, help="example designs to train beside the reference, e.g. "
+                           "ada,ben (default: every one in examples/submissions; 'reference': none)")
     calibrate.add_argument("--margin", type=float, default=0.05,
                            help="the suggested bar's distance below the lowest honest run (default 0.05)")
     calibrate.add_argument("--out", type=Path, help="keep the graded runs here (default: a temp folder)")
@@ -99,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the submissions DIR was graded from: code for students whose copy is missing")
     similar.add_argument("--rubric", type=Path, default=api.DEFAULT_RUBRIC, help="its similarity.threshold")
     similar.add_argument("--force", action="store_true", help="compare again even if nothing changed")
+    rotate = sub.add_parser("rotate-key", help="staff, once per term: a new evaluation key, hence a new embedded "
+                                               "evaluation split (the old key is kept aside, not deleted)")
+    rotate.add_argument("--cache-dir", type=Path, default=None, help="dataset cache (default ~/.cache/seg-autograder)")
     gradebook_command.add_parsers(sub)  # grader export canvas|generic, grader release
     weights_command.add_parser(sub, api.DEFAULT_RUBRIC)  # grader weights add | fetch | list
     serve_command.add_parser(sub, default_rubric=api.DEFAULT_RUBRIC)  # grader serve [tokens]
@@ -188,7 +193,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    designs = tuple(d.strip() for d in args.designs.split(",") if d.strip())
+    designs = None if args.designs is None else tuple(d.strip() for d in args.designs.split(",") if d.strip())
     try:
         with Progress(enabled=not args.quiet) as progress:
             outcome = api.calibrate(seeds=args.seeds, designs=designs, margin=args.margin, out_dir=args.out,
@@ -229,8 +234,23 @@ def cmd_similarity(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rotate_key(args: argparse.Namespace) -> int:
+    try:
+        done = api.rotate_key(cache_dir=args.cache_dir)
+    except OSError as exc:  # EvalSecretError (a broken key file: nothing was moved) or the file system's refusal
+        print(f"grader rotate-key: {exc}", file=sys.stderr)
+        return 2
+    kept = (f"the old key ({done.retired_fingerprint}) is kept as {done.retired}: rename it back to "
+            f"{done.key_file.name} to grade on the old split again" if done.retired else "there was no key before")
+    print(f"New evaluation key {done.fingerprint} in {done.key_file}; {kept}. The next batch draws a new "
+          "evaluation split; copy the new key to every Ray node.")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "rotate-key":
+        return cmd_rotate_key(args)
     if args.command in ("export", "release"):
         return gradebook_command.run(args)
     if args.command == "report":

@@ -7,6 +7,7 @@ the full budget at the derived retry seed, a crash at another, so which run is b
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -231,12 +232,33 @@ def test_a_run_near_the_bar_is_retrained_once_and_only_then(tmp_path: Path, cach
     assert crash.score == round(band_score(rubric.check("crash"), crash.details["miou"], crash.details["floor"]), 4)
 
 
+def test_by_default_every_example_design_is_trained_beside_the_reference() -> None:
+    plan = plan_calibration(load_rubric(SMALL_RUBRIC), seeds=1, designs=None, repo=REPO)
+    examples = sorted(p.stem for p in (REPO / "examples" / "submissions").iterdir() if not p.name.startswith("."))
+    assert list(plan.paths) == ["reference", *examples] and {"ada", "ben", "cleo", "dan"} <= set(examples)
+    assert plan.paths["cleo"].name == "cleo.ipynb"
+    only = plan_calibration(load_rubric(SMALL_RUBRIC), seeds=1, designs=("reference",), repo=REPO)
+    assert list(only.paths) == ["reference"]
+
+
+def test_a_design_without_a_net_is_listed_and_not_counted() -> None:
+    runs = [*_runs(0.62, 0.58), CalibrationRun(design="dan", seed=7, miou=None, floor=None, train_s=None,
+                                                status="failed", message="Not run", counted=False)]
+    assert propose_bar(runs, floor=0.11, margin=0.05) == 0.53  # dan's missing mIoU is not a 0
+    assert propose_bar(runs[:2] + [dataclasses.replace(runs[2], counted=True)], floor=0.11) is None
+
+
 @pytest.mark.slow
 def test_calibrate_measures_the_reference_over_seeds(tmp_path: Path, cache_dir: Path) -> None:
     rubric = load_rubric(SMALL_RUBRIC)
-    cal = api.calibrate(rubric=rubric, seeds=2, out_dir=tmp_path / "cal", cache_dir=cache_dir)
+    cal = api.calibrate(rubric=rubric, seeds=2, designs=("dan",), out_dir=tmp_path / "cal", cache_dir=cache_dir)
     spec = rubric.check("full_training")
-    assert [(r.design, r.seed) for r in cal.runs] == [("reference", spec.seed), ("reference", spec.seed + 1)]
+    assert [(r.design, r.seed) for r in cal.runs] == [("reference", spec.seed), ("reference", spec.seed + 1),
+                                                      ("dan", spec.seed), ("dan", spec.seed + 1)]
+    assert cal.designs == ["reference"] and cal.excluded == ["dan"]  # dan's SegNet raises: nothing to measure
+    assert all(not r.counted and r.miou is None for r in cal.runs if r.design == "dan")
+    assert "not counted (a required check failed, no net to train): dan" in format_calibration(cal)
+    cal = dataclasses.replace(cal, runs=tuple(r for r in cal.runs if r.design == "reference"))
     assert all(r.status == "passed" and r.miou is not None and r.train_s for r in cal.runs), cal.runs
     assert {r.floor for r in cal.runs} == {cal.floor} and 0 < cal.floor < min(cal.mious("reference"))
     assert cal.bar == propose_bar(cal.runs, floor=cal.floor, margin=0.05)

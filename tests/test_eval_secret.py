@@ -113,6 +113,55 @@ def test_a_loose_key_file_is_made_owner_only(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / KEY_FILE).stat().st_mode) == 0o600
 
 
+def test_rotate_key_draws_a_new_split_and_keeps_the_old_key_aside(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    from grader.cli import main
+
+    cache = tmp_path / "cache"
+    before = embedded_voc_root(cache_dir=cache, **SMALL)
+    old_key = (cache / KEY_FILE).read_bytes()
+    assert main(["rotate-key", "--cache-dir", str(cache)]) == 0
+    said = capsys.readouterr().out
+    [retired] = [p for p in cache.iterdir() if p.name.startswith(evalsecret.RETIRED_PREFIX)]
+    new_key = (cache / KEY_FILE).read_bytes()
+    assert retired.read_bytes() == old_key != new_key and len(new_key) == KEY_BYTES
+    for path in (retired, cache / KEY_FILE):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert f"kept as {retired}" in said and secret_fingerprint(new_key) in said and old_key.hex() not in said
+    after = embedded_voc_root(cache_dir=cache, **SMALL)
+    assert after != before and before.is_dir()  # a new folder; the old term's is left alone
+    val_before, val_after = _split(before, "val"), _split(after, "val")
+    assert not any(np.array_equal(m, n) for m, n in zip(val_before[1], val_after[1]))
+    assert all(np.array_equal(x, y) for x, y in zip(_split(before, "train"), _split(after, "train")))
+    # the retired key, put back under its name elsewhere, regenerates the old term's split exactly
+    (tmp_path / "restored").mkdir()
+    (tmp_path / "restored" / KEY_FILE).write_bytes(retired.read_bytes())
+    restored = embedded_voc_root(cache_dir=tmp_path / "restored", **SMALL)
+    assert restored.name == before.name and all(np.array_equal(x, y) for x, y in
+                                                zip(_split(restored, "val"), val_before))
+    # a second rotation keeps both earlier keys: nothing is ever overwritten
+    assert main(["rotate-key", "--cache-dir", str(cache)]) == 0
+    kept = sorted(p.read_bytes() for p in cache.iterdir() if p.name.startswith(evalsecret.RETIRED_PREFIX))
+    assert kept == sorted([old_key, new_key]) and (cache / KEY_FILE).read_bytes() not in kept
+    assert [p.name for p in cache.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+
+
+def test_rotate_key_in_an_empty_cache_makes_the_first_key(tmp_path: Path) -> None:
+    done = evalsecret.rotate_secret(tmp_path / "new")
+    assert done.retired is None and done.retired_fingerprint is None
+    assert done.fingerprint == secret_fingerprint(installation_secret(tmp_path / "new"))
+
+
+def test_rotate_key_refuses_a_broken_key_and_moves_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from grader.cli import main
+
+    (tmp_path / KEY_FILE).write_bytes(b"short")
+    assert main(["rotate-key", "--cache-dir", str(tmp_path)]) == 2
+    assert "Delete it" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [KEY_FILE]
+    assert (tmp_path / KEY_FILE).read_bytes() == b"short"
+
+
 def _hand_in_a_copy_of_the_generator(submission: Path) -> None:
     """What a student can always do, whatever the sandbox hides: copy the grader's public generator source
     (shapes.py and what it imports) beside segmentation.py, its ``grader.`` imports made local."""
