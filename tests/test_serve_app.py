@@ -327,3 +327,25 @@ def test_the_released_report_is_drawn_when_staff_release_and_shown_only_then(dat
         import shutil
 
         shutil.rmtree(worker.scratch, ignore_errors=True)
+
+
+def test_signing_out_ends_the_session_itself_not_just_the_cookie(data: Path) -> None:
+    client = _client(data)
+    csrf = _sign_in(client, _tokens(data)["alice"])
+    cookie = client.cookies.get("seg_session")
+    assert client.post("/logout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    stolen = _client(data)
+    stolen.cookies.set("seg_session", cookie)
+    answer = stolen.get("/")
+    assert answer.status_code == 403 and "session has ended" in answer.text
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(["segmentation.py", "work.zip", "nb.ipynb", "x.PY", "a.txt"]),
+       body=st.binary(max_size=2048) | st.sampled_from([b"PK\x03\x04" + bytes(40), b'{"cells": 5}', b"\xff" * 64]))
+def test_any_upload_is_queued_or_refused_with_a_clear_page_never_a_crash(data: Path, name: str, body: bytes) -> None:
+    client = _client(data, attempts=1000)
+    answer = _upload(client, _sign_in(client, _tokens(data)["alice"]), name, body)
+    assert answer.status_code in (200, 400, 413, 415, 422), answer.text
+    if answer.status_code != 200:
+        assert re.search(r'id="error" role="alert">[^<]{20,}', answer.text), answer.text

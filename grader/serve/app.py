@@ -123,6 +123,7 @@ def create_app(config: ServeConfig) -> FastAPI:
             who = None  # no session to end: just drop the cookie
         if who is not None:
             check_csrf(who, form.get("csrf"))
+            app.state.store.end_session(request.cookies.get(COOKIE, ""))  # the cookie alone no longer works
         response = RedirectResponse("/", status_code=303)
         response.delete_cookie(COOKIE, path="/")
         return response

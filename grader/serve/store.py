@@ -144,6 +144,10 @@ class Store:
             db.execute("DELETE FROM sessions WHERE expires < ?", (now,))
         return session
 
+    def end_session(self, session: str) -> None:
+        with self.connect() as db:
+            db.execute("DELETE FROM sessions WHERE hash=?", (digest(session),))
+
     def identity(self, session: str) -> Identity:
         """Who holds this session (raises ``TokenProblem`` if it is unknown, expired or its link revoked)."""
         with self.connect() as db:
