@@ -242,3 +242,17 @@ def test_in_the_local_sandbox_the_weights_load_offline_and_nothing_else_is_there
 def _grader(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "grader", *args], capture_output=True, text=True, timeout=600,
                           cwd=REPO, env={**os.environ, **(env or {})})
+
+
+def test_the_kit_readme_names_the_allowed_weights_and_that_torchvision_downloads_them_at_home(tmp_path: Path) -> None:
+    from grader.kit.handout import kit_rubric, student_readme
+
+    guide = (REPO / "student_template" / "README.md").read_text()
+    rubric = load_rubric(weights_rubric(tmp_path, "[ResNet18_Weights.IMAGENET1K_V1, ResNet50_Weights.IMAGENET1K_V2]"))
+    readme = student_readme(rubric, kit_rubric(rubric), guide)
+    assert "- `ResNet18_Weights.IMAGENET1K_V1`\n- `ResNet50_Weights.IMAGENET1K_V2`" in readme
+    assert "At home torchvision downloads them itself" in readme
+    assert kit_rubric(rubric).pretrained == rubric.pretrained  # the kit's self-check provides the same ones
+    none = student_readme(load_rubric(REPO / "tests" / "rubric_small.yaml"),
+                          kit_rubric(load_rubric(REPO / "tests" / "rubric_small.yaml")), guide)
+    assert "this course provides no pretrained weights" in none

@@ -3,8 +3,10 @@ examples/submissions/eve) graded for real: full marks once the course provides t
 Docker), and, when it does not, a failure that says what grading provides instead of a bare URLError.
 
 The weight is the test's generated checkpoint (test_weights.checkpoint): a random ResNet-18 under torchvision's
-file name, declared with its sha256. Random weights learn slower than ImageNet's, so the rubric here is the test
-rubric with the production overfit length (40 epochs) and twice its full-training epochs.
+file name, declared with its sha256. Random weights are no ImageNet features: within the test rubric's budget its
+full training stays near the all-background mIoU (bench/pretrained.py measures the production rubric), so the
+rubric here is the test rubric without full training, with the production overfit length (40 epochs). What it
+proves is the weights' part: the net is built from the provided file, offline, and learns (overfit).
 """
 from __future__ import annotations
 
@@ -32,12 +34,10 @@ checks:
 """
 
 
-def eve_rubric(tmp_path: Path, entries: str, *, training: bool = True) -> Rubric:
+def eve_rubric(tmp_path: Path, entries: str) -> Rubric:
     text = (REPO / "tests" / "rubric_small.yaml").read_text()
-    text = text.replace("epochs: 20, loss_bound", "epochs: 40, loss_bound").replace(
-        "seed: 7, epochs: 5,", "seed: 7, epochs: 10,").replace("train: {timeout_s: 60", "train: {timeout_s: 300")
-    if not training:  # the overfit check alone: enough to show the weights load and the net learns
-        text = text.split("  - {id: full_training")[0]
+    text = text.replace("epochs: 20, loss_bound", "epochs: 40, loss_bound").split("  - {id: full_training")[0]
+    text = text.replace("points: 15, requires: [model_shapes], seed: 6", "points: 35, requires: [model_shapes], seed: 6")
     path = tmp_path / "rubric.yaml"
     path.write_text(text + f"pretrained: {entries}\n")
     return load_rubric(path)
@@ -52,7 +52,7 @@ def _class(tmp_path: Path, **students: str) -> Path:
 
 
 def _grade(tmp_path: Path, rubric: Rubric, root: Path, cache: Path, sandbox: object = None) -> dict:
-    results = grade_all([root], rubric=rubric, sandbox=sandbox or LocalSandbox(),
+    results = grade_all(sorted(root.iterdir()), rubric=rubric, sandbox=sandbox or LocalSandbox(),
                         options=GradeOptions(out_dir=tmp_path / "out", cache_dir=cache, jobs=1))
     return {r.student: r for r in results}
 
@@ -78,7 +78,7 @@ def test_eve_gets_full_marks_once_the_weight_is_added(tmp_path: Path, cache_dir:
     assert eve.status == "graded"
     assert {c.id: c.status for c in eve.checks} == {c.id: "passed" for c in rubric.checks}, \
         [(c.id, c.message) for c in eve.checks if c.status != "passed"]
-    assert eve.score == eve.max_score == 100
+    assert eve.score == eve.max_score == rubric.max_score == 100
 
 
 def test_without_the_weight_in_the_rubric_the_failure_says_what_grading_provides(
@@ -119,7 +119,7 @@ def test_eve_gets_full_marks_in_docker_and_the_weights_are_read_only_there(
         if os.environ.get("SEG_REQUIRE_DOCKER") == "1":
             raise
         pytest.skip(f"Docker Engine not reachable: {exc}")
-    rubric = eve_rubric(tmp_path, course_entry(checkpoint), training=False)
+    rubric = eve_rubric(tmp_path, course_entry(checkpoint))
     cache = tmp_path / "cache"
     shutil.copytree(cache_dir, cache)
     add([checkpoint[0]], rubric=rubric, cache_dir=cache)

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from grader.core import metrics
 from grader.checks.base import CheckKind, CheckSpec, Retry, RubricError, View
 from grader.checks.nets import build_model, losses_of
+from grader.checks.overfit import contrast_cell, predict_label_map
 from grader.checks.verdict import JudgeContext, Judged, StageResult, oneline, problem_or_crash, result
 from grader.core.lazy import LazyModule
 from grader.core.lazy import numpy as np
@@ -79,7 +80,13 @@ def inputs(spec: FullTrainingSpec, job: Any) -> tuple[dict, dict]:
               "batch_size": spec.batch_size, "train_images": job.save(f"{spec.id}/train_images.npy", train_images),
               "train_masks": job.save(f"{spec.id}/train_masks.npy", train_masks),
               "eval_images": job.save(f"{spec.id}/eval_images.npy", eval_images)}
-    return config, {"eval_images": eval_images, "eval_labels": eval_labels}
+    host = {"eval_images": eval_images, "eval_labels": eval_labels}
+    overfit = next((c for c in job.rubric.checks if c.kind == "overfit"), None)
+    if overfit is not None:  # the contrast: the generalising net on the example the overfit net memorised
+        images, masks = job.split(ds.train_split, size=overfit.image_size)
+        seen, host["seen_target"] = images[overfit.example_index], masks[overfit.example_index]
+        config["seen"], host["seen_image"] = job.save(f"{spec.id}/seen.npy", seen), seen
+    return config, host
 
 
 def retry_config(spec: FullTrainingSpec, config: dict) -> dict | None:
@@ -105,6 +112,12 @@ def run(student: Any, config: dict, job: Path, writer: Any, device: str) -> None
         for batch in images.split(config["batch_size"]):
             preds.append(model(batch.to(device)).argmax(1).to(torch.uint8).cpu())
     writer.record("predictions", {"ok": True, "file": writer.array("predictions", torch.cat(preds))})
+    if "seen" in config:  # the contrast's other cell (never fails the check)
+        try:
+            seen = writer.array("seen", predict_label_map(model, load("seen"), device))
+            writer.record("seen", {"ok": True, "file": seen})
+        except Exception as exc:  # noqa: BLE001 - the student's net on another size: no picture, no penalty
+            writer.error("seen", exc)
 
 
 def band_score(spec: FullTrainingSpec, miou: float, floor: float) -> float:
@@ -142,11 +155,29 @@ def judge(spec: FullTrainingSpec, stage: StageResult, ctx: JudgeContext) -> Judg
                    class_names=list(names), per_class_iou={names[c]: None if math.isnan(v) else float(v)
                                                            for c, v in enumerate(iou)})
     art = {"train_eval": {"images": host["eval_images"], "targets": labels, "preds": preds.astype(np.uint8),
-                          "per_image_miou": per_image}}
+                          "per_image_miou": per_image, **_seen(stage, host, ctx.num_classes)}}
+    seen_pred = art["train_eval"].get("seen_pred")
+    details["contrast"] = {"seen": None if seen_pred is None else contrast_cell(host["seen_target"], seen_pred,
+                                                                                 ctx.num_classes),
+                           "unseen": contrast_cell(labels[0], preds[0], ctx.num_classes)}
     verdict = "passed" if miou >= bar else "failed"
     message = (f"Validation mIoU {miou:.3f} (pixel accuracy {acc:.1%}); full points at {bar:.3f}"
                + ("" if spec.grading == "threshold" else f", none at or below {floor:.3f} (all-background)") + ".")
     return Judged(result(spec, verdict, score, message, **details), art)
+
+
+def _seen(stage: StageResult, host: dict, num_classes: int) -> dict[str, Any]:
+    """The fully-trained net's label map of the overfit example (the contrast's arrays), when valid."""
+    if "seen_target" not in host:  # no overfit check, or a job prepared before the contrast existed
+        return {}
+    try:
+        pred = stage.outputs.array("seen")
+    except OutputError:
+        return {}
+    if pred.shape != host["seen_target"].shape or not np.issubdtype(pred.dtype, np.integer) or \
+            pred.min() < 0 or pred.max() >= num_classes:
+        return {}
+    return {"seen_image": host["seen_image"], "seen_target": host["seen_target"], "seen_pred": pred.astype(np.uint8)}
 
 
 def wants_retry(spec: FullTrainingSpec, first: Judged) -> bool:

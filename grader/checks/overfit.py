@@ -45,9 +45,32 @@ class OverfitSpec(CheckSpec):
 def inputs(spec: OverfitSpec, job: Any) -> tuple[dict, dict]:
     images, masks = job.split(job.rubric.dataset.train_split, size=spec.image_size)
     image, target = images[spec.example_index], masks[spec.example_index]
+    unseen, unseen_target = unseen_example(job)
     config = {"seed": spec.seed, "num_classes": job.rubric.num_classes, "epochs": spec.epochs,
-              "image": job.save(f"{spec.id}/image.npy", image), "target": job.save(f"{spec.id}/target.npy", target)}
-    return config, {"image": image, "target": target}
+              "image": job.save(f"{spec.id}/image.npy", image), "target": job.save(f"{spec.id}/target.npy", target),
+              "unseen": job.save(f"{spec.id}/unseen.npy", unseen)}
+    return config, {"image": image, "target": target, "unseen_target": unseen_target, "unseen_image": unseen}
+
+
+def unseen_example(job: Any) -> tuple[Any, Any]:
+    """The contrast's unseen image (the lecture's 2x2: seen vs unseen, overfit vs fully trained): the first image
+    of the evaluation split, which neither net trains on; its label stays on the host."""
+    ds = job.rubric.dataset
+    images, labels = job.split(ds.eval_split, size=ds.size)
+    return images[0], labels[0]
+
+
+def predict_label_map(model: Any, image: Any, device: str) -> Any:
+    """(H, W) uint8 argmax of the net on one (3, H, W) uint8 image, in the net's current mode."""
+    x = torch.from_numpy(np.asarray(image)).float().div(255).unsqueeze(0).to(device)
+    with torch.no_grad():
+        return model(x)[0].argmax(0).to(torch.uint8).cpu()
+
+
+def contrast_cell(target: Any, pred: Any, num_classes: int) -> dict[str, float]:
+    """Pixel accuracy and mIoU of one prediction of the contrast (host; void ignored)."""
+    conf = metrics.confusion(target, pred, num_classes)
+    return {"pixel_accuracy": metrics.pixel_accuracy(conf), "miou": metrics.mean_iou(conf)}
 
 
 def run(student: Any, config: dict, job: Path, writer: Any, device: str) -> None:
@@ -64,6 +87,15 @@ def run(student: Any, config: dict, job: Path, writer: Any, device: str) -> None
         model.train(mode == "train")
         with torch.no_grad():
             writer.record(f"logits_{mode}", {"ok": True, "file": writer.array(f"logits_{mode}", model(image).float())})
+    if "unseen" in config:  # the contrast: the memorising net on an image it never saw (never fails the check)
+        unseen = np.load(job / config["unseen"], allow_pickle=False)
+        for mode in ("train", "eval"):
+            model.train(mode == "train")
+            try:
+                pred = writer.array(f"unseen_{mode}", predict_label_map(model, unseen, device))
+                writer.record(f"unseen_{mode}", {"ok": True, "file": pred})
+            except Exception as exc:  # noqa: BLE001 - the student's net on another size: no picture, no penalty
+                writer.error(f"unseen_{mode}", exc)
 
 
 def cross_entropy(logits: Any, target: Any, *, ignore_index: int = 255) -> float:
@@ -118,11 +150,29 @@ def judge(spec: OverfitSpec, stage: StageResult, ctx: JudgeContext) -> Judged:
         problems.append(f"the trained net labels {acc[counted]:.1%} of the example's pixels correctly "
                         f"({counted} mode), below {spec.min_pixel_accuracy:.0%}")
     art = {"overfit": {"image": host["image"], "target": target,
-                       "pred": logits[counted][0].argmax(0).astype(np.uint8)}}
+                       "pred": logits[counted][0].argmax(0).astype(np.uint8), **_unseen(stage, host, counted, ctx.num_classes)}}
+    details["contrast"] = {"seen": contrast_cell(target, art["overfit"]["pred"], ctx.num_classes),
+                           "unseen": contrast_cell(host["unseen_target"], art["overfit"]["unseen_pred"],
+                                                   ctx.num_classes) if "unseen_pred" in art["overfit"] else None}
     if problems:
         return Judged(result(spec, "failed", 0.0, "Did not overfit: " + "; ".join(problems) + ".", **details), art)
     return Judged(result(spec, "passed", spec.points, f"Loss below {spec.loss_bound:g} at epoch {below}; "
                          f"{acc[counted]:.1%} of pixels right ({counted} mode).", **details), art)
+
+
+def _unseen(stage: StageResult, host: dict, mode: str, num_classes: int) -> dict[str, Any]:
+    """The memorising net's label map of the unseen image (the contrast's arrays), when it made a valid one."""
+    if "unseen_target" not in host:  # a job prepared before the contrast existed
+        return {}
+    try:
+        pred = stage.outputs.array(f"unseen_{mode}")
+    except OutputError:
+        return {}
+    if pred.shape != host["unseen_target"].shape or not np.issubdtype(pred.dtype, np.integer) or \
+            pred.min() < 0 or pred.max() >= num_classes:
+        return {}
+    return {"unseen_image": host["unseen_image"], "unseen_target": host["unseen_target"],
+            "unseen_pred": pred.astype(np.uint8)}
 
 
 KIND = CheckKind(name="overfit", spec=OverfitSpec, budget="overfit", functions=("SegNet", "overfit_single_example"),

@@ -191,6 +191,7 @@ The practice full-training check trains your `SegNet` with your `train` on a sma
 pictures drawn from a public seed, and reports the validation mIoU on it: it is **not** the graded split,
 and its score here is only a guide.
 
+{_pretrained_section(rubric)}
 ## Graded later
 
 These checks run only when the course staff grade the submissions; their cases are not in this kit, and
@@ -199,6 +200,24 @@ passing a public check does not mean passing its hidden counterpart.
 | check | points | when you see it |
 |---|---|---|
 {later_rows if later else "| (none) | | |"}
+"""
+
+
+def _pretrained_section(rubric: Rubric) -> str:
+    """Which pretrained weights grading provides (rubric ``pretrained:``): grading has no network."""
+    if not rubric.pretrained:
+        return ("## Pretrained weights\n\nGrading has no network and this course provides no pretrained weights: "
+                "build your encoder with `weights=None` (code that downloads weights fails when graded).\n")
+    names = "\n".join(f"- `{p.label}`" for p in rubric.pretrained)
+    return f"""## Pretrained weights
+
+Grading has no network. These pretrained weights are provided, offline, to code that loads them the usual way
+(e.g. `torchvision.models.resnet18(weights=torchvision.models.ResNet18_Weights.IMAGENET1K_V1)`):
+
+{names}
+
+At home torchvision downloads them itself the first time (into `~/.cache/torch/hub/checkpoints`), and
+`grader check` then finds them there. Any other weight fails when graded, with a message naming these.
 """
 
 

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from grader.report import views
+from grader.report.contrast import ContrastView, contrast_view
 from grader.report.env import render_page
 from grader.gradebook.view import GradeView, grade_view
 from grader.core.results import SubmissionResult, read_result
@@ -31,6 +32,7 @@ class _Page:
     checks: tuple[views.CheckView, ...]
     provenance: views.ProvenanceView
     grade: GradeView | None = None  # the staff's layers (grader.gradebook.view): adjustments, lateness, final
+    contrast: ContrastView | None = None  # the lecture's 2x2, under the visibility policy (grader.report.contrast)
 
 
 def _page(result: SubmissionResult, student_dir: Path, *, released: bool) -> _Page:
@@ -41,6 +43,7 @@ def _page(result: SubmissionResult, student_dir: Path, *, released: bool) -> _Pa
         checks=tuple(views.check_view(c, student_dir, released=released) for c in result.checks),
         provenance=views.provenance_view(result.provenance or {}),
         grade=grade_view(result, student_dir, released=released),
+        contrast=contrast_view(result, student_dir, released=released),
     )
 
 

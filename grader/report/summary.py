@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from grader.report.collect import Loaded, Unreadable, check_order, collect, kind_of, metric_check, miou_of
 from grader.report.details import fmt
+from grader.report.contrast import ContrastMedians, class_medians
 from grader.report.env import render_page
 from grader.core.results import SubmissionResult
 
@@ -92,6 +93,7 @@ class Summary:
     pass_png: str | None
     miou_png: str | None
     similarity: SimilarityView | None = None  # None: never computed in this folder
+    contrast: ContrastMedians | None = None  # class medians of the lecture's 2x2 (grader.report.contrast)
 
 
 _PAGE_HREF = re.compile(r"^similarity/[A-Za-z0-9._%-]+\.html$")  # a link into the pages folder, nothing else
@@ -207,7 +209,7 @@ def summarize(out_dir: Path, *, failures: Sequence[Unreadable] = ()) -> Summary:
         median_score=fmt(float(statistics.median(scores)), 3) if scores else "—",
         problems=_problems(loaded, unreadable), checks=checks,
         students=tuple(_student_row(x) for x in loaded), **_figures(graded, checks),
-        similarity=_similarity(out_dir),
+        similarity=_similarity(out_dir), contrast=class_medians(graded),
     )
 
 

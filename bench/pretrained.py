@@ -1,0 +1,88 @@
+"""A ResNet-18-encoder design under the production rubric: overfit and full-training stage times and mIoU
+(the figure in bench/README.md), through the REAL grader (local sandbox, -j 1: one job's timings).
+
+It grades examples/submissions/eve (an FCN on torchvision's ResNet-18 loaded with ResNet18_Weights.IMAGENET1K_V1)
+beside the reference, with rubric.yaml plus a ``pretrained:`` entry that provides the weight. Without network
+there are no ImageNet weights here: by default a GENERATED checkpoint (a random ResNet-18 state_dict saved under
+torchvision's file name, declared with its sha256) stands in, so the times are a real encoder's and the mIoU is
+a random-init ResNet-18's (a floor for what ImageNet features give). ``--weights resnet18-f37072fd.pth`` uses
+the real file (then checked by its name's sha256 prefix, as staff add it).
+
+    .venv/bin/python bench/pretrained.py                       # rubric.yaml: about 10 min on 2 idle cores
+    .venv/bin/python bench/pretrained.py --rubric tests/rubric_small.yaml
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from bench.common import machine  # noqa: E402 - after the path line
+from grader import api  # noqa: E402
+from grader.rubric import load_rubric  # noqa: E402
+from grader.weights import add  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TV_FILE = "resnet18-f37072fd.pth"
+_GENERATE = ("import sys, torch, torchvision; torch.manual_seed(0); "
+             "torch.save(torchvision.models.resnet18().state_dict(), sys.argv[1])")
+
+
+def _stand_in(folder: Path) -> tuple[Path, str]:
+    """A random ResNet-18 under torchvision's name (made by a child: this process never imports torch)."""
+    path = folder / TV_FILE
+    subprocess.run([sys.executable, "-c", _GENERATE, str(path)], check=True, timeout=600)
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _row(result: object, check_ids: list[str]) -> dict:
+    durations = result.provenance.get("durations_s", {})
+    checks = {c.id: c for c in result.checks}
+    row = {"student": result.student, "score": result.score, "max": result.max_score}
+    for cid in check_ids:
+        check = checks.get(cid)
+        row[cid] = {"status": check.status if check else None, "seconds": durations.get(cid),
+                    "message": check.message[:160] if check else None,
+                    "miou": (check.details or {}).get("miou") if check else None}
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench/pretrained.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rubric", type=Path, default=REPO / "rubric.yaml")
+    parser.add_argument("--weights", type=Path, default=None, help="the real resnet18-f37072fd.pth (else generated)")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="the grader's cache (default: a fresh one)")
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="seg-bench-pretrained-"))
+    os.environ["TORCH_HOME"] = str(work / "no-user-torch-cache")  # only what the rubric provides
+    if args.weights:
+        weight, entry, stand_in = args.weights, "[ResNet18_Weights.IMAGENET1K_V1]", False
+    else:
+        weight, digest = _stand_in(work)
+        entry, stand_in = f"[{{file: {TV_FILE}, sha256: {digest}}}]", True
+    rubric_path = work / "rubric.yaml"
+    rubric_path.write_text(args.rubric.read_text() + f"\npretrained: {entry}\n")
+    rubric = load_rubric(rubric_path)
+    cache = (args.cache_dir or work / "cache").resolve()
+    add([weight], rubric=rubric, cache_dir=cache)
+    load_before = os.getloadavg()
+    results = api.grade([REPO / "examples" / "submissions" / "eve", REPO / "reference"], rubric=rubric,
+                        out_dir=work / "out", cache_dir=cache, jobs=1, render=False)
+    ids = [c.id for c in rubric.checks if c.kind in ("overfit", "full_training")]
+    report = {"machine": machine(), "rubric": str(args.rubric), "stand_in_weights": stand_in,
+              "load_average_before": load_before, "load_average_after": os.getloadavg(),
+              "budgets_s": {cid: rubric.budget(cid).timeout_s for cid in ids},
+              "runs": [_row(r, ids) for r in results]}
+    print(json.dumps(report, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
