@@ -389,6 +389,72 @@ def test_interrupted_grader_leaves_no_container(client: docker.DockerClient, box
     assert "KeyboardInterrupt" in err or "Terminated" in err, err  # it was interrupted, not killed outright
 
 
+@pytest.mark.docker
+@pytest.mark.parametrize(("mode", "containers"), [("command", 1), ("submission", 2)])
+def test_a_killed_grader_leaves_no_container_running(client: docker.DockerClient, box: DockerSandbox, tmp_path: Path,
+                                                     mode: str, containers: int) -> None:
+    """SIGKILL (the OOM killer, a lost node): no handler runs, nothing is removed by the grader. Each container
+    ends by itself: a command's init sees its attached stdin close (lifeline.py), a submission's fork server
+    its socket; both long before the stage's budget (120 s) plus grace, with no grader left running."""
+    for name in ("job", "submission", "out"):
+        (tmp_path / name).mkdir()
+    grader = subprocess.Popen([sys.executable, str(FIXTURES / "interrupted_grader.py"), str(REPO), str(tmp_path),
+                               mode], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    owner = f"{socket.gethostname()}:{grader.pid}"
+    try:
+        deadline = time.monotonic() + 90
+        while len([c for c in _ours(client, owner) if c["State"] == "running"]) < containers:
+            assert grader.poll() is None, grader.communicate()
+            assert time.monotonic() < deadline, "the containers never started"
+            time.sleep(0.2)
+        time.sleep(1)  # the stage's endless loop is running
+        grader.send_signal(signal.SIGKILL)
+        grader.wait(timeout=30)
+        gone_by = time.monotonic() + 20
+        while [c for c in _ours(client, owner) if c["State"] == "running"] and time.monotonic() < gone_by:
+            time.sleep(0.5)
+        assert [c["State"] for c in _ours(client, owner) if c["State"] == "running"] == []
+    finally:
+        grader.kill()
+        grader.communicate()
+        for c in _ours(client, owner):  # what the next grader's sweep would remove
+            client.api.remove_container(c["Id"], force=True)
+
+
+@pytest.mark.docker
+def test_a_container_ends_at_its_budget_plus_grace_when_no_grader_acts(client: docker.DockerClient, box: DockerSandbox,
+                                                                      tmp_path: Path) -> None:
+    """The grader is stopped (SIGSTOP: alive, its connections open, its clock frozen): the container's init
+    ends the endless stage at the budget (2 s) plus DEADLINE_GRACE_S by itself."""
+    from grader.sandbox.container.containers import DEADLINE_GRACE_S
+
+    for name in ("job", "submission", "out"):
+        (tmp_path / name).mkdir()
+    grader = subprocess.Popen([sys.executable, str(FIXTURES / "interrupted_grader.py"), str(REPO), str(tmp_path),
+                               "command", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    owner = f"{socket.gethostname()}:{grader.pid}"
+    try:
+        deadline = time.monotonic() + 90
+        while not [c for c in _ours(client, owner) if c["State"] == "running"]:
+            assert grader.poll() is None, grader.communicate()
+            assert time.monotonic() < deadline, "the container never started"
+            time.sleep(0.2)
+        grader.send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+        while [c for c in _ours(client, owner) if c["State"] == "running"] and time.monotonic() - started < 90:
+            time.sleep(0.5)
+        ended_after = time.monotonic() - started
+        assert ended_after < 2 + DEADLINE_GRACE_S + 10, "the container ran on past its budget and grace"
+        [container] = _ours(client, owner)
+        assert client.api.inspect_container(container["Id"])["State"]["ExitCode"] == 124  # lifeline.DEADLINE_EXIT
+    finally:
+        grader.send_signal(signal.SIGCONT)
+        grader.kill()
+        grader.communicate()
+        for c in _ours(client, owner):
+            client.api.remove_container(c["Id"], force=True)
+
+
 def test_the_engine_installs_no_signal_handler() -> None:
     """The batch owns the signals (grader.batch.interrupts); making an engine changes no handler."""
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}

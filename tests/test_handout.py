@@ -1,9 +1,10 @@
 """The student kit (``grader handout``): installable on its own, holding no solution, and grading as staff do.
 
-The kit is built once per module from the test rubric. "Installed on its own": ``pip install --target`` into a
-fresh folder, then run with ``python -S`` and PYTHONPATH = that folder + the venv's third-party packages, so the
-repository's editable install (which maps ``grader`` and, in old installs, ``reference`` to this checkout) is
-never processed: the kit's ``grader`` is the only one, and ``reference`` cannot be imported (asserted).
+The kit is built once per module from the test rubric. "Installed on its own", as a student does it: ``pip
+install KIT`` into a FRESH venv (``tests/venvs.py``: its third-party packages reached through a .pth line, so the
+repository's editable install, which maps ``grader`` to this checkout, is never processed): the kit's
+``grader`` lies in that venv's site-packages and ``reference`` cannot be imported (asserted). Checked as root
+and as an ordinary user.
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from grader.checks import KINDS
 from grader.kit.handout import KitError, build_kit, kit_rubric, public_rubric
 from grader.kit.notebook import code_chunks
 from grader.rubric import Rubric, load_rubric, rubric_yaml
+from venvs import base_python, become_user, fresh_venv, open_for_user, pip_install, user_env, user_home, user_view
 
 REPO = Path(__file__).resolve().parent.parent
 TEXT = (".py", ".ipynb", ".json", ".md", ".yaml", ".toml", ".txt", ".cfg")
@@ -40,15 +41,22 @@ def kit(tmp_path_factory: pytest.TempPathFactory, test_rubric: Rubric) -> Path:
 
 @pytest.fixture(scope="module")
 def installed(kit: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    target = tmp_path_factory.mktemp("kit-install")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target",
-                    str(target), str(kit)], check=True, capture_output=True, timeout=600)
-    return target
+    """``pip install KIT`` into a fresh venv; returns the venv's site-packages (the kit's grader is there)."""
+    python = base_python(for_others=False)
+    assert python is not None
+    venv = fresh_venv(tmp_path_factory.mktemp("kit-install") / "venv", python)
+    pip_install(venv, kit)
+    return _site_packages(venv.parent.parent)
+
+
+def _site_packages(venv: Path) -> Path:
+    return venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
 
 
 def _kit_python(installed: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": f"{installed}{os.pathsep}{sysconfig.get_paths()['purelib']}"}
-    return subprocess.run([sys.executable, "-S", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run([str(installed.parents[2] / "bin" / "python"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)
 
 
 def _kit_files(kit: Path) -> dict[Path, str]:
@@ -190,6 +198,34 @@ def test_installed_kit_checks_like_staff_grading(installed: Path, kit: Path, tmp
         kit_scores = {c["id"]: c["score"] for c in ours["checks"]}
         assert kit_scores == {c.id: c.score for c in result.checks if c.id in kit_scores}, result.student
         assert len(kit_scores) == sum(1 for c in load_rubric(rubric).checks)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="switches to an ordinary user: needs root")
+def test_a_student_who_is_an_ordinary_user_gets_full_marks_for_the_reference_and_zero_for_the_template(
+        kit: Path, tmp_path: Path) -> None:
+    """The kit as a student installs it on a laptop: an ordinary user, a fresh venv, ``pip install KIT``, then
+    ``grader check`` (confined in a user namespace) on the reference and on the template."""
+    python = base_python(for_others=True)
+    if python is None:
+        pytest.skip(f"no Python {sys.version_info[:2]} an ordinary user may run")
+    home = user_home(tmp_path / "student")
+    pip_install(fresh_venv(home / "venv", python), kit)
+    rubric = _quick(_site_packages(home / "venv") / "grader" / "kitdata" / "rubric.yaml", home / "quick.yaml")
+    total = sum(c.points for c in load_rubric(rubric).checks)
+    for name, source, says in (("ref", REPO / "reference" / "segmentation.py", f"{total:g} / {total:g} points"),
+                               ("tpl", kit / "assignment" / "segmentation.py", f"0 / {total:g} points")):
+        (home / name).mkdir()
+        shutil.copy(source, home / name / "segmentation.py")
+        open_for_user(home)
+        view = user_view()
+        done = subprocess.run([str(view / "venv" / "bin" / "python"), "-m", "grader", "check", str(view / name), "-q",
+                               "--rubric", str(view / "quick.yaml"), "--cache-dir", str(view / "cache"), "--out",
+                               str(view / f"{name}-out")], cwd="/", env=user_env(view),
+                              preexec_fn=become_user(home), capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0 and says in done.stdout, done.stdout + done.stderr
+        result = json.loads((home / f"{name}-out" / name / "result.json").read_text())
+        assert "in a user namespace" in result["provenance"]["sandbox"]["isolation"]  # confined, as that user
+        assert "NOT isolated" not in result["provenance"]["sandbox"]["isolation"]
 
 
 def test_the_installable_package_holds_no_reference(tmp_path: Path) -> None:

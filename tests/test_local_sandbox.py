@@ -197,3 +197,51 @@ def test_a_request_that_would_show_a_hidden_path_is_refused_before_anything_runs
         LocalSandbox().run_argv(["/bin/true"], request)
     with pytest.raises(InfrastructureError, match="exposes hidden path"):
         LocalSandbox().run_argv(["/bin/true"], _request(tmp_path, hidden_paths=(tmp_path,)))
+
+
+def test_dev_is_minimal_and_holds_no_terminal_of_the_host(tmp_path: Path) -> None:
+    run = _run(tmp_path, "dev_probe.py")
+    assert run.exit_code == 0, run.stderr
+    found = json.loads(run.stdout)
+    assert set(found["dev"]) == {"null", "zero", "full", "random", "urandom", "pts", "ptmx", "shm", "fd", "stdin",
+                                 "stdout", "stderr"} | ({"mqueue"} if os.path.isdir("/dev/mqueue") else set())
+    assert found["opened"] == [] and found["created"] is False
+    assert found["pts"] == ["ptmx"] and found["own_pty"] == "/dev/pts/0"  # a new devpts instance: its own only
+    assert found["urandom"] == 8
+    assert "no terminal of the host" in run.isolation
+
+
+class _BrokenRoot(LocalSandbox):
+    """A root-building bug of the kind a site-packages install once hit: a file to be shown inside a folder
+    already bound read-only (EROFS)."""
+
+    def _confine_config(self, request: SandboxRequest, scratch: str, mounts: str) -> dict:
+        config = super()._confine_config(request, scratch, mounts)
+        config["expose"].append(["/etc/hostname", False])
+        return config
+
+
+def test_a_bug_building_the_root_stops_the_stage_it_is_not_a_kernel_refusal(tmp_path: Path) -> None:
+    request = _request(tmp_path)
+    marker = request.out_dir / "ran"
+    sandbox = _BrokenRoot(unconfined_ok=True)  # even a self-check does not run unconfined after such a bug
+    try:
+        with pytest.raises(InfrastructureError, match="could not confine.*building the sandbox's root failed.*"
+                                                      "Read-only file system"):
+            sandbox.run_argv([sys.executable, "-c", f"open({str(marker)!r}, 'w').write('ran')"], request)
+    finally:
+        sandbox.close()
+    assert not marker.exists()
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: nothing to share")
+def test_a_stage_that_ignores_threads_gets_no_more_than_its_cpu_share(tmp_path: Path) -> None:
+    """threads=1: a stage spinning every core gets at most about one core's time (its cgroup's quota), so a
+    neighbour at -j 2 keeps its own core (bench/cpu_share.py measures the neighbour's training time)."""
+    run = _run(tmp_path, "spin_all_cores.py", "3", threads=1)
+    if "CPU NOT capped" in run.isolation:
+        pytest.skip(run.isolation.split("CPU NOT capped: ")[1].split(";")[0])
+    assert "CPU capped at 1 core" in run.isolation and run.exit_code == 0, run.stderr
+    spent = json.loads(run.stdout)
+    assert spent["processes"] >= 2
+    assert spent["cpu"] <= 1.2 * spent["wall"], spent  # uncapped: about processes x wall

@@ -11,7 +11,8 @@ stage, before any student code; it returns in the confined process:
    the relay copies the out folder's files to the host after the stage. Nothing else of the host exists
    inside: not reference/, not the labels or the cache, not the results, not home folders;
 3. a new PID namespace, so the sandbox dies as a whole when its first process dies;
-4. rlimits (address space, or data with a GPU, plus the tmpfs: together the stage's memory budget;
+4. a CPU share: a cgroup capped at its ``threads`` cores (``grader.sandbox.cpushare``), where one can be made;
+5. rlimits (address space, or data with a GPU, plus the tmpfs: together the stage's memory budget;
    processes, file size, no core dumps) and, when root, the submission's own uid/gid (``cfg["uid"]``,
    from a reserved range: process limits and keyrings are per student), a fresh session keyring.
 Its first stderr line says what held: ``[sandbox] isolation: ...``; a stage without that line never got
@@ -36,6 +37,7 @@ import signal
 import stat
 from pathlib import Path
 
+from grader.sandbox import cpushare
 from grader.sandbox.rootfs import MAX_INODES, build_root, mount
 
 __all__ = ["FAILED", "KernelRefused", "MARKER", "SANDBOX_PACKAGES", "SANDBOX_VISIBLE", "SUBMISSION_UIDS", "confine", "prctl", "set_parent_death_signal", "visible_package"]
@@ -214,10 +216,11 @@ def _copy_out(source: str, target: str, budget: int) -> None:
 
 def confine(cfg: dict) -> None:
     """Confine this process as ``cfg`` says (root_dir, rw_dir, expose, package, package_files, cwd, out_dir,
-    memory_mb, disk_mb, max_processes, max_file_mb, uid, gpu, unconfined_ok) and write the marker line to
+    memory_mb, disk_mb, max_processes, max_file_mb, uid, gpu, cpus, unconfined_ok) and write the marker line to
     stderr; returns in the confined process, its working folder ``cfg["cwd"]``. Where it cannot confine, it
     writes the FAILED line and ends the process: the stage never runs."""
     root = os.getuid() == 0
+    cpu = cpushare.join(int(cfg.get("cpus") or 1))  # before the namespaces: the host's cgroup folders
     notes: list[str] = []
     disk = (f"{cfg['disk_mb']} MB tmpfs for /tmp, /var/tmp, /dev/shm, the scratch and the out folder together "
             f"(at most {MAX_INODES} files)")
@@ -254,6 +257,7 @@ def confine(cfg: dict) -> None:
     set_parent_death_signal(signal.SIGKILL)  # again: changing the uid cleared it
     prctl(PR_SET_NO_NEW_PRIVS, 1)
     memory = "of private data (GPU stage)" if cfg.get("gpu") else "address space"
+    notes.append(cpu)
     notes.append(f"rlimits: {cfg['memory_mb'] - cfg['disk_mb']} MB {memory} + {cfg['disk_mb']} MB tmpfs = "
                  f"{cfg['memory_mb']} MB, {cfg['max_processes']} processes of its uid")
     os.write(2, (MARKER + "; ".join(notes) + "\n").encode())

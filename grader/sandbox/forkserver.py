@@ -19,7 +19,8 @@ descriptor except the stage's stdout/stderr pipes, so it cannot talk to the serv
 
 Protocol on the SOCK_SEQPACKET socket (one JSON message each way per event):
   host -> server  {"op": "preload"}: import torch now (else before the first runner stage);
-                  {"op": "run", "id": I, "config": CONFINE_CONFIG, "argv": [...] | "runner": [...]}
+                  {"op": "run", "id": I, "config": CONFINE_CONFIG, "argv": [...] | "runner": [...],
+                  "deadline_s": S (container: killed by the server itself S seconds on)}
                   with the stage's stdout and stderr pipe ends passed as descriptors;
                   {"op": "kill", "id": I}
   server -> host  {"id": I, "pid": PID} once forked; {"id": I, "exit": CODE} once reaped (CODE as Popen's
@@ -39,9 +40,11 @@ import shutil
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 
+from grader.sandbox import cpushare
 from grader.sandbox.confine import SANDBOX_PACKAGES, MARKER, confine, prctl, set_parent_death_signal
 
 __all__ = ["main", "PRELOAD"]
@@ -62,6 +65,7 @@ PR_SET_DUMPABLE = 4
 class Server:
     def __init__(self, sock: socket.socket, *, clean: tuple[str, ...] = (), container: bool = False) -> None:
         self.sock, self.children, self.kill_after = sock, {}, {}  # pid -> id; pid -> SIGKILL deadline
+        self.deadlines: dict[int, float] = {}  # container: pid -> when the stage ends whatever the grader does
         self.clean, self.container, self.preloaded = clean, container, False
         self.wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
@@ -74,7 +78,8 @@ class Server:
 
     def serve(self) -> None:
         while True:
-            timeout = max(0.0, min(self.kill_after.values()) - time.monotonic()) if self.kill_after else None
+            due = [*self.kill_after.values(), *self.deadlines.values()]
+            timeout = max(0.0, min(due) - time.monotonic()) if due else None
             for key, _ in self.selector.select(timeout):
                 if key.fileobj is self.sock:
                     message, fds, _, _ = socket.recv_fds(self.sock, 1 << 20, 2)
@@ -89,6 +94,10 @@ class Server:
             for pid in [p for p, deadline in self.kill_after.items() if deadline <= now]:
                 _signal_group(pid, signal.SIGKILL)
                 del self.kill_after[pid]
+            for pid in [p for p, deadline in self.deadlines.items() if deadline <= now]:
+                del self.deadlines[pid]  # the budget plus a grace passed and no grader killed it: we do
+                _signal_group(pid, signal.SIGKILL)
+                self._sweep()
 
     def _handle(self, request: dict, fds: list[int]) -> None:
         if request["op"] == "kill":
@@ -113,6 +122,8 @@ class Server:
             if pid == 0:
                 self._child(request, fds)  # never returns
             self.children[pid] = request["id"]
+            if self.container and request.get("deadline_s"):
+                self.deadlines[pid] = time.monotonic() + float(request["deadline_s"])
             self._send({"id": request["id"], "pid": pid})
         for fd in fds:
             os.close(fd)
@@ -127,8 +138,11 @@ class Server:
                 return
             _signal_group(info.si_pid, signal.SIGKILL)  # nothing of the stage outlives it
             _, status = os.waitpid(info.si_pid, 0)
+            if not self.container:
+                cpushare.remove(info.si_pid)  # its CPU share's cgroup, now empty
             ident = self.children.pop(info.si_pid, None)
             self.kill_after.pop(info.si_pid, None)
+            self.deadlines.pop(info.si_pid, None)
             if self.container:
                 self._sweep()
             if ident is not None:
@@ -148,6 +162,7 @@ class Server:
             except ChildProcessError:
                 break
             ident = self.children.pop(pid, None)
+            self.deadlines.pop(pid, None)
             if ident is not None:
                 self._send({"id": ident, "exit": os.waitstatus_to_exitcode(status)})
         for folder in self.clean:
@@ -181,6 +196,8 @@ class Server:
                 signal.signal(sig, signal.SIG_DFL if sig != signal.SIGINT else signal.default_int_handler)
             self.selector.close()
             self.sock.close()
+            null = os.open(os.devnull, os.O_RDONLY)  # never the server's stdin (a container's lifeline)
+            os.dup2(null, 0)
             os.dup2(fds[0], 1)
             os.dup2(fds[1], 2)
             os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # wakeup pipe, anything torch opened, the fds passed
@@ -254,6 +271,25 @@ def _signal_group(pid: int, sig: int) -> None:
         pass
 
 
+def _lifeline() -> None:
+    """Container only (PID 1): stdin is the grader's attached stream, closed by Docker once that grader is
+    gone (killed, out of memory, its node lost), also before it ever connected (a spare still importing
+    torch): then every process of the container dies, and the container with its PID 1."""
+    while True:
+        try:
+            if os.read(0, 4096):
+                continue
+        except OSError:
+            pass
+        os.write(2, b"[forkserver] the grader is gone: the container ends\n")
+        if os.getpid() == 1:
+            try:
+                os.kill(-1, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        os._exit(125)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="grader.sandbox.forkserver")
     where = parser.add_mutually_exclusive_group(required=True)
@@ -261,6 +297,8 @@ def main() -> None:
     where.add_argument("--listen", help="a container: listen on this unix socket, serve one connection")
     parser.add_argument("--parent-pid", type=int)  # with --fd; also lets tests find a grader's servers
     parser.add_argument("--clean", action="append", default=[], help="container: emptied after each stage")
+    parser.add_argument("--lifeline", action="store_true",
+                        help="container: end it when stdin (the grader's attached stream) closes")
     args = parser.parse_args()
     if args.fd is not None:
         set_parent_death_signal(signal.SIGKILL)
@@ -269,6 +307,8 @@ def main() -> None:
         Server(socket.socket(fileno=args.fd)).serve()
         os._exit(0)  # no interpreter teardown (torch's takes a second): every stage is already dead
     prctl(PR_SET_DUMPABLE, 0)  # the stages run as our uid: they must not ptrace the server
+    if args.lifeline:
+        threading.Thread(target=_lifeline, name="lifeline", daemon=True).start()
     _preload()  # before listening: the grader's stage clocks start once the socket is there
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(args.listen + ".tmp")

@@ -160,7 +160,7 @@ class LocalSandbox:
                 "package": package, "package_files": visible_package(package), "unconfined_ok": self.unconfined_ok,
                 "out_dir": str(request.out_dir), "env": self._env(request, scratch),
                 "uid": self._uid(request.submission_dir), "memory_mb": request.memory_mb,
-                "disk_mb": disk_mb(request), "gpu": request.gpu is not None,
+                "disk_mb": disk_mb(request), "gpu": request.gpu is not None, "cpus": request.threads,
                 "max_processes": request.max_processes, "max_file_mb": request.max_file_mb}
 
     def _env(self, request: SandboxRequest, scratch: str) -> dict[str, str]:

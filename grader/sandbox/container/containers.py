@@ -33,6 +33,7 @@ ISOLATION = ("docker: network none, read-only root, non-root uid, no capabilitie
 _PASSTHROUGH_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # old OpenBLAS crashes on some CPUs without them
 _MARKER_RESERVE = 64  # room kept for the "bytes dropped" marker so the text stays within the limit
 _PUMP_GRACE_S = 10.0  # how long to wait for the output stream to drain after the container ended
+DEADLINE_GRACE_S = 30.0  # a one-command container ends by itself at its budget plus this (lifeline.py)
 TORCH_HOME = "/opt/torch"  # where the course's pretrained weights are mounted read-only (request.torch_home)
 
 
@@ -149,13 +150,18 @@ class Container:
     of its methods is an InfrastructureError."""
 
     def __init__(self, daemon: Daemon, settings: ContainerSettings, argv: list[str], request: SandboxRequest, *,
-                 uid: str, binds: list[BindMount], stage: str, cpu_shares: int | None = None) -> None:
+                 uid: str, binds: list[BindMount], stage: str, cpu_shares: int | None = None,
+                 lifeline: bool = False) -> None:
         daemon.refuse_if_sealed()
         self.daemon, self.image = daemon, settings.image
         self._pump: threading.Thread | None = None
         self._stream: Any = None
+        self._lifeline: Any = None  # ``lifeline``: the container's stdin, held open by this process (lifeline.py)
+        self.lifeline = lifeline
         with engine_errors(self.image):
             kwargs = settings.create_kwargs(daemon, argv, request, uid, binds=binds, stage=stage)
+            if lifeline:  # with stdin_open docker-py sets StdinOnce: Docker closes the container's stdin
+                kwargs.update(stdin_open=True)  # once the one client attached to it (this grader) is gone
             if cpu_shares is not None:
                 kwargs["host_config"]["CpuShares"] = cpu_shares
             created = daemon.api.create_container(**kwargs)
@@ -168,6 +174,8 @@ class Container:
             # Attach before start so that no early output is lost; the log driver is "none".
             stream = self.daemon.api.attach(self.id, stdout=True, stderr=True, stream=True, logs=False, demux=True)
             self._stream = stream
+            if self.lifeline:
+                self._lifeline = self.daemon.api.attach_socket(self.id, params={"stdin": 1, "stream": 1})
             self._pump = threading.Thread(target=_pump, args=(stream, out, err), daemon=True)
             self._pump.start()
             self.daemon.api.start(self.id)
@@ -203,6 +211,9 @@ class Container:
 
     def remove(self) -> None:
         self.daemon.remove(self.id)
+        if self._lifeline is not None:
+            with contextlib.suppress(Exception):
+                self._lifeline.close()
 
 
 def _pump(stream: Any, out: HeadTail, err: HeadTail) -> None:
@@ -222,7 +233,10 @@ def run_once(daemon: Daemon, settings: ContainerSettings, argv: list[str], reque
     share_with_sandbox(request)
     binds = [BindMount(request.job_dir, "/job"), BindMount(request.out_dir, "/out", False),
              BindMount(request.submission_dir, "/submission"), *weights_bind(request)]
-    container = Container(daemon, settings, argv, request, uid=uid, binds=binds, stage=request.stage)
+    init = [settings.python, "-s", "-m", "grader.sandbox.container.lifeline",
+            f"{request.timeout_s + DEADLINE_GRACE_S:g}", "--"]  # it ends by itself, with or without us
+    container = Container(daemon, settings, [*init, *argv], request, uid=uid, binds=binds, stage=request.stage,
+                          lifeline=True)
     try:
         out, err = HeadTail(request.max_output_bytes), HeadTail(request.max_output_bytes)
         started = time.monotonic()

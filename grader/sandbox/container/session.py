@@ -28,7 +28,7 @@ from pathlib import Path
 from grader.core.cleanup import remove_tree
 from grader.sandbox.base import InfrastructureError, SandboxRequest, SandboxRun, runner_args, says_out_of_memory, \
     share_with_sandbox
-from grader.sandbox.container.containers import ISOLATION, BindMount, Container, ContainerSettings, HeadTail, \
+from grader.sandbox.container.containers import DEADLINE_GRACE_S, ISOLATION, BindMount, Container, ContainerSettings, HeadTail, \
     weights_bind
 from grader.sandbox.container.daemon import Daemon
 from grader.sandbox.forkclient import ForkServerClient, run_forked
@@ -91,7 +91,8 @@ class SubmissionContainer:
         self.container.update(mem_limit=f"{mb}m", memswap_limit=f"{mb}m")
         payload = {"runner": runner_args("/job", f"/runs/{request.stage}", "/submission", request.stage),
                    "config": {"cwd": "/scratch", "env": self.settings.environment(request),
-                              "isolation": ISOLATION + "; " + SESSION_ISOLATION}}
+                              "isolation": ISOLATION + "; " + SESSION_ISOLATION},
+                   "deadline_s": request.timeout_s + DEADLINE_GRACE_S}  # ends there even with no grader left
         done = run_forked(self.client, payload, timeout_s=request.timeout_s, max_output_bytes=request.max_output_bytes)
         _hand_over(inside, request.out_dir)
         # A stage killed by SIGKILL that the host did not kill: the cgroup's OOM killer (it takes the stage
@@ -121,11 +122,11 @@ class SubmissionContainer:
         share_with_sandbox(request)
         self.runs.chmod(0o777)
         argv = [settings.python, "-s", "-m", "grader.sandbox.forkserver", "--listen", f"/ctl/{SOCKET}",
-                "--clean", "/tmp", "--clean", "/scratch"]
+                "--clean", "/tmp", "--clean", "/scratch", "--lifeline"]
         binds = [BindMount(request.job_dir, "/job"), BindMount(self.submission, "/submission"),
                  BindMount(self.runs, "/runs", False), BindMount(self.ctl, "/ctl", False), *weights_bind(request)]
         self.container = Container(self.daemon, settings, argv, request, uid=self.uid, binds=binds,
-                                   stage="submission", cpu_shares=SPARE_CPU_SHARES)
+                                   stage="submission", cpu_shares=SPARE_CPU_SHARES, lifeline=True)
         self.container.start(self.output, self.output)
         self.client = ForkServerClient(self._connect(self.container), self._ended)
 
