@@ -115,6 +115,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     config = _config(args)
     (args.data / ".serve").mkdir(parents=True, exist_ok=True)
+    (args.data / ".serve").chmod(0o700)  # uploads and history: the service's user only
     lock = os.open(args.data / ".serve" / "web.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
