@@ -16,14 +16,17 @@ __all__ = ["render_all", "renderer_digest"]
 
 
 _PACKAGE = Path(__file__).resolve().parent
+_GRADE_VIEW = _PACKAGE.parent / "gradebook" / "view.py"  # the Grade card's view (grader.gradebook.view)
 
 
 @functools.cache
 def renderer_digest(root: Path = _PACKAGE) -> str:
-    """The source of the pages' drawing (this package's code, templates and style): a grader upgrade that
-    changes how pages look redraws them on the next run, even for an unchanged class."""
+    """The source of the pages' drawing (this package's code, templates and style, and the gradebook's view of
+    the staff's layers): a grader upgrade that changes how pages look redraws them on the next run, even for an
+    unchanged class."""
     digest = hashlib.sha256()
     update_tree(digest, root, (".py", ".j2", ".css"))
+    digest.update(_GRADE_VIEW.read_bytes())
     return digest.hexdigest()
 
 
