@@ -58,13 +58,14 @@ def grade(paths: Sequence[str | Path], *, rubric: Rubric | str | Path = DEFAULT_
           sandbox: str = "local", image: str | None = None, executor: str = "pool", jobs: int = 1,
           gpus: Sequence[str] = (), jobs_per_gpu: int = 1, regrade: bool = False,
           cache_dir: str | Path | None = None, ray_address: str | None = None, progress: Progress | None = None,
-          render: bool = True, unconfined_ok: bool = False) -> list[SubmissionResult]:
+          render: bool = True, unconfined_ok: bool = False, single: bool = False) -> list[SubmissionResult]:
     """Grade submissions (folders, .py, .zip, .ipynb, class folders) into ``out_dir``: result.json per
     student, summary.json, and (``render``) the reports and grades.csv, redrawing only what changed. An
     unchanged submission is not graded again unless ``regrade``. ``sandbox``: "local" | "docker" (``image``:
     its image); ``executor``: "pool" (``jobs`` at a time, or ``jobs_per_gpu`` per GPU of ``gpus``, each
     capped to that share of its GPU's memory) | "ray" (``ray_address``; 1/``jobs_per_gpu`` of a GPU per task). With ``render``, the graded submissions are also compared with each other for staff
-    (``similarity``; never a score). Returns every student's result, sorted by name."""
+    (``similarity``; never a score). ``single``: each path is one student's own upload, never read as a class
+    export (``grader serve``). Returns every student's result, sorted by name."""
     out = Path(out_dir)
     if jobs_per_gpu < 1:
         raise ValueError(f"jobs_per_gpu must be at least 1, not {jobs_per_gpu}")
@@ -72,7 +73,7 @@ def grade(paths: Sequence[str | Path], *, rubric: Rubric | str | Path = DEFAULT_
                            cache_dir=Path(cache_dir) if cache_dir else None, executor=executor,
                            ray_address=ray_address, progress=progress.update if progress else None,
                            on_total=progress.start if progress else None,
-                           on_begin=progress.begin if progress else None)
+                           on_begin=progress.begin if progress else None, single=single)
     # unconfined_ok: `check` only; a staff batch whose local sandbox cannot confine is an infrastructure fault
     spec = SandboxSpec(kind=sandbox, image=image, gpus=tuple(gpus), unconfined_ok=unconfined_ok)
     loaded = _load(rubric)
@@ -169,15 +170,16 @@ def handout(out_dir: str | Path, *, rubric: Rubric | str | Path = DEFAULT_RUBRIC
 
 
 def report(out_dir: str | Path, *, released: bool = False, rubric: Rubric | str | Path | None = None,
-           layers: Layers = NO_LAYERS) -> list[Path]:
+           layers: Layers = NO_LAYERS, only_changed: bool = False) -> list[Path]:
     """Redraw every page and grades.csv from the result.json files under ``out_dir``, without regrading
     (``released``: after-due-date checks are shown to students), with the staff's layers: overrides,
     extensions and submission times (the folder's own files, or ``layers``) and the late policy (``rubric``'s,
-    then recorded in the folder; else the one recorded). Returns the pages written. A bad staff file raises
+    then recorded in the folder; else the one recorded). ``only_changed``: skip the pages whose inputs did not
+    change (``grader serve`` after each batch). Returns the pages written. A bad staff file raises
     ``GradebookError`` naming its line."""
     if rubric is not None:
         save_policy(Path(out_dir), _load(rubric).late)
-    return _reports(Path(out_dir), released=released, layers=layers)
+    return _reports(Path(out_dir), released=released, layers=layers, only_changed=only_changed)
 
 
 def similarity(out_dir: str | Path, *, rubric: Rubric | str | Path = DEFAULT_RUBRIC,

@@ -1,7 +1,7 @@
 """The grading worker: a process of its own (``python -m grader.serve.worker CONFIG``) that ``grader serve``
 starts beside the web process. It takes queued submissions from the store and grades them with
-``grader.batch.batch.grade_all``, as ``grader.api.grade`` does (the same intake, executors, sandboxes and result
-folders as ``grader grade``), in single-submission mode: an upload is never read as a class export.
+``grader.api.grade`` (the same intake, executors, sandboxes and result folders as ``grader grade``), in
+single-submission mode: an upload is never read as a class export.
 
 - One worker per ``DIR`` (a lock file); at start, submissions left ``running`` by a worker that died are put
   back in the queue; ``done`` ones are never touched, so nothing finished is graded twice.
@@ -37,7 +37,7 @@ _STAGE_POLL_S = 0.25
 
 
 class _Progress:
-    """What ``grader.api.Progress`` is, for one batch: begin -> stage, update -> the submission's history and store."""
+    """``grader.api.Progress`` for one batch: begin -> stage, update -> the submission's history and store."""
 
     def __init__(self, worker: "Worker", batch: dict[str, Submission]) -> None:
         self.worker, self.batch = worker, batch
@@ -97,27 +97,20 @@ class Worker:
                           message=result.message or "")
 
     def grade(self, subs: list[Submission]) -> None:
-        from grader.batch.batch import GradeOptions, grade_all
-        from grader.rubric import load_rubric
-        from grader.sandbox.factory import SandboxSpec
+        from grader import api
 
-        rubric = load_rubric(Path(self.config.rubric))
-        spec = SandboxSpec(kind=self.config.sandbox, image=self.config.image, gpus=tuple(self.config.gpus))
         for rerun in (False, True):  # a staff re-run grades afresh; a student's upload may reuse an equal result
             part = {s.student: s for s in subs if bool(s.rerun) == rerun}
             if not part:
                 continue
             paths = [uploads_dir(self.data) / str(s.id) / f"{s.student}.{s.kind}" for s in part.values()]
             self.current = part
-            progress = _Progress(self, part)
-            # as grader.api.grade does, with single=True: an upload is never read as a class export
-            options = GradeOptions(out_dir=self.data, jobs=self.config.jobs, gpus=tuple(self.config.gpus),
-                                   jobs_per_gpu=self.config.jobs_per_gpu, regrade=rerun,
-                                   cache_dir=Path(self.config.cache_dir) if self.config.cache_dir else None,
-                                   executor=self.config.executor, ray_address=self.config.ray_address,
-                                   progress=progress.update, on_begin=progress.begin, single=True)
-            try:
-                grade_all(paths, rubric=rubric, sandbox=spec, options=options)
+            try:  # single: an upload is never read as a class export
+                api.grade(paths, rubric=self.config.rubric, out_dir=self.data, sandbox=self.config.sandbox,
+                          image=self.config.image, executor=self.config.executor, jobs=self.config.jobs,
+                          gpus=self.config.gpus, jobs_per_gpu=self.config.jobs_per_gpu, regrade=rerun,
+                          cache_dir=self.config.cache_dir, ray_address=self.config.ray_address,
+                          progress=_Progress(self, part), render=False, single=True)
             except KeyboardInterrupt:
                 raise  # SIGTERM or Ctrl-C: what runs stays "running" and is requeued by the next worker
             except Exception as exc:  # noqa: BLE001 - an infrastructure fault: retried, never a score
@@ -143,11 +136,14 @@ class Worker:
                     (target / "report.html").write_bytes(keep)
 
     def render_class(self) -> None:
-        from grader.report import render_all
-        from grader.report.export import write_grades_csv
+        """The class summary, the students' latest reports and grades.csv, as ``grader report DIR`` draws them
+        (the staff's overrides, extensions and the rubric's late policy included), only what changed."""
+        from grader import api
 
-        render_all(self.data, released=self.released, only_changed=True)
-        write_grades_csv(self.data)
+        try:
+            api.report(self.data, released=self.released, rubric=self.config.rubric, only_changed=True)
+        except Exception as exc:  # noqa: BLE001 - a bad staff file: the grading goes on, staff are told
+            print(f"grader serve: the class pages were not redrawn: {exc}", file=sys.stderr)
 
     # ------------------------------------------------------------------ stages, from the scratch folder
     def _watch_stages(self) -> None:
