@@ -93,6 +93,10 @@ def test_a_torchvision_name_resolves_to_the_file_its_hub_looks_for(tmp_path: Pat
     [weight] = resolve(rubric, tmp_path / "cache")
     assert (weight.file, weight.prefix) == (TV_FILE, "f37072fd")
     assert weight.url == f"https://download.pytorch.org/models/{TV_FILE}"
+    listed = "[ResNet34_Weights.IMAGENET1K_V1, ResNet50_Weights.IMAGENET1K_V2, VGG16_BN_Weights.IMAGENET1K_V1, " \
+             "MobileNet_V3_Large_Weights.IMAGENET1K_V1]"  # the README's set
+    for weight in resolve(load_rubric(weights_rubric(tmp_path, listed)), tmp_path / "cache"):
+        assert weight.prefix and weight.file.endswith(".pth") and weight.url.endswith(weight.file), weight
     unknown = load_rubric(weights_rubric(tmp_path, "[ResNet18_Weights.IMAGENET9K]"))
     with pytest.raises(RubricError, match=r"pretrained\[0\]: 'ResNet18_Weights.IMAGENET9K' is not a weight"):
         resolve(unknown, tmp_path / "cache")
@@ -256,3 +260,30 @@ def test_the_kit_readme_names_the_allowed_weights_and_that_torchvision_downloads
     none = student_readme(load_rubric(REPO / "tests" / "rubric_small.yaml"),
                           kit_rubric(load_rubric(REPO / "tests" / "rubric_small.yaml")), guide)
     assert "this course provides no pretrained weights" in none
+
+
+_EXCEPTIONS = st.one_of(
+    st.builds(OSError, st.integers(-5, 200), st.text(max_size=20), st.one_of(st.none(), st.text(max_size=60))),
+    st.builds(ValueError, st.text(max_size=30)), st.builds(ConnectionResetError), st.builds(RuntimeError))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_EXCEPTIONS, min_size=1, max_size=4), st.booleans())
+def test_the_no_network_explanation_never_raises_and_names_only_network_failures(chain: list, cyclic: bool) -> None:
+    """The runner explains every exception a student's code raises: whatever the chain, it answers."""
+    import errno
+    import urllib.error
+
+    from grader.core.nonetwork import NO_NETWORK, explain
+
+    for outer, inner in zip(chain, chain[1:]):
+        outer.__cause__ = inner
+    if cyclic:
+        chain[-1].__context__ = chain[0]
+    said = explain(chain[0])
+    netlike = any(isinstance(e, ConnectionError) or (isinstance(e, OSError) and (
+        e.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ECONNREFUSED, errno.ENETDOWN, errno.ECONNRESET)
+        or (e.errno in (errno.EROFS, errno.EACCES) and "hub/checkpoints" in str(e.filename)))) for e in chain)
+    assert (said is not None) == netlike
+    assert said is None or said.startswith(NO_NETWORK)
+    assert explain(urllib.error.URLError("[Errno -3] Temporary failure in name resolution")).startswith(NO_NETWORK)
