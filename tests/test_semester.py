@@ -62,6 +62,7 @@ class Semester:
     regraded: dict[str, dict[str, str]]  # after the rubric change and the regrade
     results: dict[str, SubmissionResult]  # after the regrade
     first_hash: str
+    graded_at: tuple[dict[str, str], dict[str, str]]  # each result's graded_at before and after `grader report`
     canvas: Path
     unmatched: tuple[tuple[str, str], ...]
     export_stderr: str
@@ -78,6 +79,7 @@ def semester(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Semes
     v1 = rubric_file(root / "rubric_v1.yaml", bilinear_points=10)
     api.grade([download], rubric=v1, out_dir=out, cache_dir=cache_dir, jobs=2)
     first = grades(out)
+    stamps = {s: read_result(out / s / "result.json").provenance["graded_at"] for s in first}
     first_hash = read_result(out / "lovelaceada" / "result.json").provenance["rubric_hash"]
     # the TA's files, in the output folder: two overrides with comments, Canvas's submission times, an extension
     (out / "overrides.csv").write_text(OVERRIDES)
@@ -86,6 +88,7 @@ def semester(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Semes
     (out / "extensions.csv").write_text("student,due\nhoppergrace,2026-12-04 23:59\n")
     assert main(["report", str(out)]) == 0  # no regrade: the layers only
     layered = grades(out)
+    restamps = {s: read_result(out / s / "result.json").provenance["graded_at"] for s in layered}
     # the instructor changes the rubric (bilinear kernel worth 20) and the class is graded again
     v2 = rubric_file(root / "rubric_v2.yaml", bilinear_points=20)
     api.grade([download], rubric=v2, out_dir=out, cache_dir=cache_dir, regrade=True, jobs=2)
@@ -101,8 +104,8 @@ def semester(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Semes
                      "--roster", str(root / "gradebook.csv"), "--out", str(root / "canvas.csv")]) == 0
     unmatched = tuple(tuple(r) for r in csv.reader((root / "canvas.unmatched.csv").open()))[1:]
     assert main(["release", str(out), "--out", str(root / "released")]) == 0
-    return Semester(out, first, layered, regraded, results, first_hash, root / "canvas.csv", unmatched,
-                    err.getvalue(), root / "released")
+    return Semester(out, first, layered, regraded, results, first_hash, (stamps, restamps), root / "canvas.csv",
+                    unmatched, err.getvalue(), root / "released")
 
 
 def test_the_class_is_graded_with_canvas_ids_and_no_layers(semester: Semester) -> None:
@@ -118,6 +121,7 @@ def test_overrides_apply_and_lateness_with_and_without_extension(semester: Semes
     rows = semester.layered
     babbage, hopper, ada = rows["babbagecharles"], rows["hoppergrace"], rows["lovelaceada"]
     assert babbage["auto"] == semester.first["babbagecharles"]["auto"]  # the autograded fact is unchanged
+    assert semester.graded_at[0] == semester.graded_at[1]  # `grader report` applied the layers, graded nothing
     assert float(babbage["adjustment"]) == 8.0  # bilinear_kernel 0 -> 8
     # 34 hours late: two started days, 20 % of the score after the adjustment
     assert float(babbage["late_penalty"]) == pytest.approx(0.2 * (float(babbage["auto"]) + 8), abs=0.01)
