@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -312,6 +313,10 @@ def test_the_released_report_is_drawn_when_staff_release_and_shown_only_then(dat
     try:
         worker.record(sub, result)  # the progress callback of the batch
         assert store.submission(sub.id).status == "done"
+        from grader.core.results import read_result  # the upload's time, for the gradebook's late policy
+
+        stamp = read_result(data / "bob" / "result.json").provenance["submitted_at"]
+        assert abs(datetime.fromisoformat(stamp).timestamp() - sub.created) < 1
         assert not (history_dir(data) / str(sub.id) / "report-released.html").exists()
         bob = _client(data)
         _sign_in(bob, _tokens(data)["bob"])
@@ -349,3 +354,26 @@ def test_any_upload_is_queued_or_refused_with_a_clear_page_never_a_crash(data: P
     assert answer.status_code in (200, 400, 413, 415, 422), answer.text
     if answer.status_code != 200:
         assert re.search(r'id="error" role="alert">[^<]{20,}', answer.text), answer.text
+
+
+def test_under_the_rubrics_late_policy_a_late_upload_is_accepted_and_marked_until_the_hard_deadline(
+        data: Path, tmp_path: Path) -> None:
+    import yaml
+
+    from grader.cli import build_parser
+    from grader.serve.command import _config
+
+    rubric = yaml.safe_load(RUBRIC.read_text())
+    rubric["late"] = {"due": "2026-12-01T23:59:00+00:00", "penalty_percent": 10, "per": "day",
+                      "hard_deadline": "2026-12-04T23:59:00+00:00"}
+    (tmp_path / "late.yaml").write_text(yaml.safe_dump(rubric))
+    config = _config(build_parser().parse_args(["serve", "--data", str(data), "--rubric", str(tmp_path / "late.yaml")]))
+    assert time.gmtime(config.late_due)[:5] == (2026, 12, 1, 23, 59) and config.closes == config.late_closes
+    client = _client(data, late_due=time.time() - 60, late_closes=time.time() + 3600)
+    csrf = _sign_in(client, _tokens(data)["alice"])
+    answer = _upload(client, csrf)
+    assert answer.status_code == 200 and "queued (late)" in answer.text and "accepted as late" in answer.text
+    assert client.get("/api/status").json()["submissions"][0]["late"] is True
+    closed = _client(data, late_due=time.time() - 7200, late_closes=time.time() - 60)
+    refused = _upload(closed, _sign_in(closed, _tokens(data)["alice"]))
+    assert refused.status_code == 403 and "deadline has passed" in refused.text

@@ -49,19 +49,25 @@ def add_parser(sub: argparse._SubParsersAction, *, default_rubric: Path) -> None
     serve.add_argument("--attempts", type=int, default=5, help="graded attempts per student per window (default 5)")
     serve.add_argument("--window-hours", type=float, default=24, help="the attempt window (default 24 h)")
     serve.add_argument("--max-upload-mb", type=float, default=20, help="upload size cap (default 20 MB)")
-    serve.add_argument("--due", default=None, help="deadline, ISO 8601 (UTC unless an offset is given); "
-                                                   "uploads after it are refused")
+    serve.add_argument("--due", default=None, help="uploads close, ISO 8601 (UTC unless an offset is given); "
+                                                   "default: the rubric's late: hard_deadline, if any (uploads "
+                                                   "after late.due are then accepted as late)")
 
 
 def _config(args: argparse.Namespace):  # -> ServeConfig
+    from grader.rubric import load_rubric
     from grader.serve.config import ServeConfig, parse_due
+
+    late = load_rubric(Path(args.rubric)).late  # the rubric's late: policy, where there is one
 
     return ServeConfig(data=str(args.data.resolve()), rubric=str(Path(args.rubric).resolve()), sandbox=args.sandbox,
                        image=args.image, executor=args.executor, ray_address=args.address, jobs=args.jobs,
                        gpus=tuple(g.strip() for g in args.gpus.split(",") if g.strip()),
                        jobs_per_gpu=args.jobs_per_gpu, cache_dir=str(args.cache_dir) if args.cache_dir else None,
                        attempts=args.attempts, window_hours=args.window_hours, max_upload_mb=args.max_upload_mb,
-                       due=parse_due(args.due) if args.due else None)
+                       due=parse_due(args.due) if args.due else None,
+                       late_due=late.due.timestamp() if late else None,
+                       late_closes=late.hard_deadline.timestamp() if late and late.hard_deadline else None)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -30,6 +30,8 @@ class ServeConfig:
     window_hours: float = 24.0
     max_upload_mb: float = 20.0
     due: float | None = None  # epoch seconds; uploads after it are refused
+    late_due: float | None = None  # the rubric's late: policy: uploads after it are accepted, marked late
+    late_closes: float | None = None  # ... until its hard deadline (None: no end), unless --due closes earlier
     session_hours: float = 12.0
     batch_max: int = 0  # submissions the worker grades in one batch (0: 4 x jobs)
     poll_s: float = 0.5  # how often the worker looks for queued submissions
@@ -49,6 +51,14 @@ class ServeConfig:
     @property
     def data_dir(self) -> Path:
         return Path(self.data)
+
+    @property
+    def closes(self) -> float | None:
+        """When uploads stop: ``--due``, else the late policy's hard deadline, else never."""
+        return self.due if self.due is not None else self.late_closes
+
+    def is_late(self, moment: float) -> bool:
+        return self.late_due is not None and moment > self.late_due
 
     @property
     def max_upload_bytes(self) -> int:

@@ -30,12 +30,12 @@ _STAGE_WORDS = {"queued": "waiting in the queue", "preparing": "preparing the jo
                 "finished": "finished"}
 
 
-def _row(sub: Submission, place: int | None, released: bool) -> dict[str, Any]:
+def _row(sub: Submission, place: int | None, released: bool, late: bool) -> dict[str, Any]:
     stage = sub.stage.split(".")[0] if sub.stage else ""
     row: dict[str, Any] = {"id": sub.id, "uploaded": when(sub.created), "status": sub.status, "stage": sub.stage,
                            "stage_text": _STAGE_WORDS.get(stage, sub.stage), "place": place, "score": None,
                            "max_score": None, "result": sub.result_status, "report": None,
-                           "message": sub.message or "", "attempt": bool(sub.counted)}
+                           "message": sub.message or "", "attempt": bool(sub.counted), "late": late}
     if sub.status == "done":
         row.update(score=sub.score, max_score=sub.max_score, report=f"/submissions/{sub.id}/report")
         if not released:
@@ -49,12 +49,15 @@ def status_view(store: Store, config: ServeConfig, who: str) -> dict[str, Any]:
     rows = []
     for sub in reversed(store.submissions(who)):
         place = queued.index(sub.id) + 1 if sub.id in queued else None
-        rows.append(_row(sub, place, released))
+        rows.append(_row(sub, place, released, config.is_late(sub.created)))
     state = attempts(store, who, config)
     return {"student": who, "submissions": rows, "released": released,
             "attempts": {"used": state.used, "limit": state.limit, "left": state.left,
                          "next_free": when(state.next_free) or None, "text": state.sentence()},
-            "due": when(config.due) or None, "closed": config.due is not None and time.time() > config.due,
+            "due": when(config.due if config.late_due is None else config.late_due) or None,
+            "late_until": when(config.closes) if config.late_due is not None else None,
+            "late_policy": config.late_due is not None,
+            "closed": config.closes is not None and time.time() > config.closes,
             "running": len(store.submissions(status=("running",)))}
 
 

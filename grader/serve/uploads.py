@@ -88,8 +88,8 @@ def accept(store: Store, config: ServeConfig, *, student: str, filename: str | N
         raise Refused(f"The file is larger than the {config.max_upload_mb:g} MB limit.", 413)
     if not body:
         raise Refused("The file is empty. Choose your segmentation.py, .zip or .ipynb and upload again.")
-    if config.due is not None and time.time() > config.due:
-        raise Refused(f"The deadline has passed ({when(config.due)}): uploads are closed.", 403)
+    if config.closes is not None and time.time() > config.closes:
+        raise Refused(f"The deadline has passed ({when(config.closes)}): uploads are closed.", 403)
     if attempts(store, student, config).left == 0:  # checked again under the write lock below
         raise Refused("Attempt limit reached: " + attempts(store, student, config).sentence() + ".", 429)
     incoming = incoming_dir(config.data_dir)

@@ -55,6 +55,20 @@ class _Progress:
             self.worker.record(sub, result)
 
 
+def _stamped(student_dir: Path, result, sub: Submission):  # noqa: ANN001, ANN202 - SubmissionResult
+    """The result with the upload's time as ``provenance.submitted_at`` (the service is the LMS here), which the
+    gradebook's late policy reads; result.json rewritten atomically."""
+    from dataclasses import replace
+    from datetime import datetime, timezone
+
+    from grader.core.results import write_result
+
+    stamp = datetime.fromtimestamp(sub.created, timezone.utc).isoformat(timespec="seconds")
+    stamped = replace(result, provenance={**(result.provenance or {}), "submitted_at": stamp})
+    write_result(student_dir, stamped)
+    return stamped
+
+
 class Worker:
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
@@ -85,6 +99,7 @@ class Worker:
         from grader.report import render_student_report
 
         source, target = self.data / sub.student, history_dir(self.data) / str(sub.id)
+        result = _stamped(source, result, sub)
         target.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source / "result.json", target / "result.json")
         if (source / "artifacts").is_dir():

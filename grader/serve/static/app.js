@@ -12,7 +12,7 @@
     return td;
   }
   function statusText(s) {
-    let text = s.status;
+    let text = s.status + (s.late ? " (late)" : "");
     if (s.place) { text += " (place " + s.place + " in the queue)"; }
     else if (s.status === "running") { text += ": " + s.stage_text; }
     if (s.message && s.status !== "done") { text += " — " + s.message; }
