@@ -129,7 +129,11 @@ def deny_reading(folder: Path) -> str | None:
         chain = [*reversed(target.parents), target]  # "/", "/job", ... target
         same = {(s.st_dev, s.st_ino) for s in map(os.stat, chain)}  # a bind mount of one of them grants it
         for parent, step in zip(chain, chain[1:]):
-            for entry in os.scandir(parent):
+            try:
+                entries = list(os.scandir(parent))
+            except OSError as exc:  # its other entries cannot be granted: restricting would hide them too
+                return f"cannot list {parent}: {exc.strerror}"
+            for entry in entries:
                 path = Path(entry.path)
                 try:
                     resolved, info = path.resolve(), os.stat(path)
