@@ -320,6 +320,10 @@ def test_the_released_report_is_drawn_when_staff_release_and_shown_only_then(dat
         assert not (history_dir(data) / str(sub.id) / "report-released.html").exists()
         bob = _client(data)
         _sign_in(bob, _tokens(data)["bob"])
+        [row] = bob.get("/api/status").json()["submissions"]  # before release: the visible checks' part only
+        visible = [c for c in result.checks if c.visibility == "visible"]
+        assert (row["score"], row["max_score"]) == (sum(c.score for c in visible), sum(c.max_score for c in visible))
+        assert row["max_score"] < result.max_score
         before = bob.get(f"/submissions/{sub.id}/report")
         assert before.status_code == 200 and "Transpose convolution" in before.text
         assert SECRET_AFTER_DUE not in before.text
@@ -328,6 +332,8 @@ def test_the_released_report_is_drawn_when_staff_release_and_shown_only_then(dat
         worker.released = True
         worker.render_released()
         assert SECRET_AFTER_DUE in bob.get(f"/submissions/{sub.id}/report").text
+        [row] = bob.get("/api/status").json()["submissions"]
+        assert (row["score"], row["max_score"]) == (result.score, result.max_score)
     finally:
         import shutil
 

@@ -29,12 +29,13 @@ CREATE TABLE IF NOT EXISTS sessions (hash TEXT PRIMARY KEY, token TEXT NOT NULL,
 CREATE TABLE IF NOT EXISTS submissions (id INTEGER PRIMARY KEY AUTOINCREMENT, student TEXT NOT NULL,
     kind TEXT NOT NULL, status TEXT NOT NULL, stage TEXT NOT NULL DEFAULT '', created REAL NOT NULL,
     started REAL, finished REAL, runs INTEGER NOT NULL DEFAULT 0, counted INTEGER NOT NULL DEFAULT 1,
-    rerun INTEGER NOT NULL DEFAULT 0, score REAL, max_score REAL, result_status TEXT, message TEXT);
+    rerun INTEGER NOT NULL DEFAULT 0, score REAL, max_score REAL, result_status TEXT, message TEXT,
+    visible_score REAL, visible_max REAL);
 CREATE INDEX IF NOT EXISTS by_student ON submissions (student, created);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 _COLUMNS = ("id", "student", "kind", "status", "stage", "created", "started", "finished", "runs", "counted",
-            "rerun", "score", "max_score", "result_status", "message")
+            "rerun", "score", "max_score", "result_status", "message", "visible_score", "visible_max")
 
 
 def digest(secret: str) -> str:
@@ -76,6 +77,8 @@ class Submission:
     max_score: float | None
     result_status: str | None
     message: str | None
+    visible_score: float | None = None  # the visible checks' part: what a student sees before release
+    visible_max: float | None = None
 
 
 class Store:
@@ -215,11 +218,14 @@ class Store:
         with self.connect() as db:
             db.execute("UPDATE submissions SET stage=? WHERE id=? AND status='running'", (stage, sub_id))
 
-    def finish(self, sub_id: int, *, score: float, max_score: float, result_status: str, message: str) -> None:
+    def finish(self, sub_id: int, *, score: float, max_score: float, result_status: str, message: str,
+               visible: tuple[float, float] | None = None) -> None:
+        """Record a graded submission (``visible``: the score and maximum of its visible checks)."""
+        shown = visible or (score, max_score)
         with self.connect() as db:
             db.execute("UPDATE submissions SET status='done', stage='finished', finished=?, score=?, max_score=?, "
-                       "result_status=?, message=? WHERE id=? AND status='running'",
-                       (time.time(), score, max_score, result_status, message, sub_id))
+                       "result_status=?, message=?, visible_score=?, visible_max=? WHERE id=? AND status='running'",
+                       (time.time(), score, max_score, result_status, message, shown[0], shown[1], sub_id))
 
     def fail_or_requeue(self, sub_id: int, message: str, *, max_runs: int = 3) -> None:
         """An infrastructure fault: queued again, or ``failed`` (never a zero) after ``max_runs`` tries."""

@@ -37,9 +37,10 @@ def _row(sub: Submission, place: int | None, released: bool, late: bool) -> dict
                            "max_score": None, "result": sub.result_status, "report": None,
                            "message": sub.message or "", "attempt": bool(sub.counted), "late": late}
     if sub.status == "done":
-        row.update(score=sub.score, max_score=sub.max_score, report=f"/submissions/{sub.id}/report")
-        if not released:
-            row["score_note"] = "visible checks; the rest after release"
+        row["report"] = f"/submissions/{sub.id}/report"
+        if sub.result_status == "graded":  # before release, the visible checks' part only (as the report shows)
+            shown = (sub.score, sub.max_score) if released else (sub.visible_score, sub.visible_max)
+            row.update(score=shown[0], max_score=shown[1])
     return row
 
 

@@ -108,8 +108,10 @@ class Worker:
             render_student_report(target, released=True)
             os.replace(target / "report.html", target / "report-released.html")
         render_student_report(target, released=False)
+        visible = [c for c in result.checks if c.visibility == "visible"]
         self.store.finish(sub.id, score=result.score, max_score=result.max_score, result_status=result.status,
-                          message=result.message or "")
+                          message=result.message or "",
+                          visible=(sum(c.score for c in visible), sum(c.max_score for c in visible)))
 
     def grade(self, subs: list[Submission]) -> None:
         from grader import api

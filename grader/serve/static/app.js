@@ -15,7 +15,7 @@
     let text = s.status + (s.late ? " (late)" : "");
     if (s.place) { text += " (place " + s.place + " in the queue)"; }
     else if (s.status === "running") { text += ": " + s.stage_text; }
-    if (s.message && s.status !== "done") { text += " — " + s.message; }
+    if (s.message && (s.status !== "done" || s.result !== "graded")) { text += " — " + s.message; }
     return text;
   }
   function draw(view) {
@@ -39,6 +39,8 @@
       rows.push(tr);
     }
     if (rows.length) { body.replaceChildren(...rows); }
+    const notice = document.getElementById("notice");
+    if (notice && view.submissions.length && view.submissions[0].status !== "queued") { notice.hidden = true; }
     return view.submissions.some((s) => s.status === "queued" || s.status === "running");
   }
   let delay = 1000;
