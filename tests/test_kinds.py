@@ -9,6 +9,8 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from grader.checks import KINDS
 from grader.checks.verdict import result as check_result
@@ -52,6 +54,32 @@ def test_an_old_result_without_kinds_reads_with_kind_empty_and_infers_it_from_a_
     assert check.kind == "" and kind_of(check) is KINDS["full_training"]  # the shipped rubric's ids are kinds
     assert kind_of(dataclasses.replace(check, id="train")) is None  # unknown: no column, never a crash
     assert miou_of(read_result(tmp_path / "result.json")) == 0.42
+
+
+KIND_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+                           | st.sampled_from(sorted(KINDS)),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                                       max_size=3), max_leaves=10)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=KIND_VALUES, check_id=st.sampled_from(["train", "full_training", "overfit", "x"]))
+def test_a_hostile_kind_in_result_json_is_a_value_error_or_a_string_never_a_crash(kind, check_id, tmp_path: Path) -> None:
+    rubric = parse_rubric(TRAIN_RUBRIC)
+    data = _graded(rubric, ("shapes", {}), ("train", TRAINING)).to_json()
+    data["checks"][1].update(kind=kind, id=check_id)
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps(data))
+    try:
+        result = read_result(path)
+    except ValueError:
+        assert not isinstance(kind, str)
+        return
+    assert isinstance(kind, str) and result.checks[1].kind == kind
+    expected = KINDS.get(kind or check_id)
+    assert kind_of(result.checks[1]) is expected
+    assert miou_of(result) == (0.42 if expected is KINDS["full_training"] else None)
+    gradescope_results(result)  # never raises on what it read
 
 
 def test_a_training_check_named_train_keeps_the_miou_column_the_floor_and_bar_and_the_leaderboard(tmp_path: Path) -> None:
