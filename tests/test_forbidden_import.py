@@ -107,7 +107,7 @@ def test_torch_work_at_import_is_flagged_for_review_not_scored(tmp_path: Path, c
     out, (rubric, plan) = _run(tmp_path, cache_dir, demo)
     result = _judge(rubric.check("tc"), out, plan)
     assert (result.status, result.score) == ("passed", 10)
-    assert result.details["review"] is True and "aten:conv_transpose2d" in result.details["import_detected"]
+    assert result.details["review"] is True and "torch:conv_transpose2d" in result.details["import_detected"]
     assert "Flagged for staff review (not scored)" in result.message and "imported" in result.message
     unguarded = _judge(rubric.check("cm"), out, plan)
     assert "review" not in unguarded.details

@@ -42,9 +42,10 @@ _ACTIVE: list["OpRecorder"] = []  # the recorder of the guarded call now running
 class OpRecorder:
     """A context manager that records the torch operations reached while it is entered (in the sandbox)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, operators: bool = True) -> None:
         self.names: dict[str, None] = {}  # insertion-ordered set
         self.truncated = False
+        self.operators = operators  # False: torch functions and modules only (cheaper: an import's training cell)
 
     def add(self, name: str) -> None:
         if name in self.names:
@@ -62,7 +63,7 @@ class OpRecorder:
         import torch
 
         functions, dispatch = _mode_classes()
-        self._modes = [functions(self), dispatch(self)]
+        self._modes = [functions(self), dispatch(self)] if self.operators else [functions(self)]
         self._hook = torch.nn.modules.module.register_module_forward_pre_hook(
             lambda module, args: self.add(f"module:{type(module).__name__}"))
         for mode in self._modes:
@@ -86,11 +87,12 @@ class OpRecorder:
         import torch
         from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
 
-        functions, dispatch = self._modes
+        functions = self._modes[0]
         stack = [torch._C._get_function_stack_at(i) for i in range(torch._C._len_torch_function_stack())]
         if functions not in stack or not torch._C._is_torch_function_mode_enabled():
             self.add(f"guard:torch function recording off {when}")
-        self._dispatch_intact(when, dispatch, _get_current_dispatch_mode_stack())
+        if self.operators:
+            self._dispatch_intact(when, self._modes[1], _get_current_dispatch_mode_stack())
         hooks = torch.nn.modules.module._global_forward_pre_hooks
         if self._hook.id not in hooks:
             self.add(f"guard:module hook removed {when}")
@@ -119,9 +121,9 @@ def _mode_classes() -> tuple[type, type]:
 
             def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
                 self.recorder.add(f"torch:{_function_name(func)}")
-                # the operator recording must be on whenever a torch function runs in the call
-                self.recorder._dispatch_intact("during the call", self.recorder._modes[1],
-                                               _get_current_dispatch_mode_stack())
+                if self.recorder.operators:  # the operator recording must be on whenever a torch function runs
+                    self.recorder._dispatch_intact("during the call", self.recorder._modes[1],
+                                                   _get_current_dispatch_mode_stack())
                 return func(*args, **(kwargs or {}))
 
         class Dispatch(TorchDispatchMode):
