@@ -110,3 +110,20 @@ def test_a_finding_outside_a_guarded_call_is_not_recorded() -> None:
     with recorder:
         pass
     assert recorder.record()["ops"] == []
+
+
+@pytest.mark.parametrize("switch", ["dispatch", "function"])
+def test_a_recorder_found_switched_off_is_a_finding(switch: str) -> None:
+    """Switched off before the guarded call (as a module could at import), so no wrapper sees it happen."""
+    install_guards()
+    off = torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(torch._C.DispatchKey.Python)) \
+        if switch == "dispatch" else torch._C.DisableTorchFunction()
+    off.__enter__()
+    try:
+        recorder = OpRecorder()
+        with recorder:
+            _builtin()
+    finally:
+        off.__exit__(None, None, None)
+    found = detected(DEFAULT_TRANSPOSE_CONV, recorder.record()["ops"])
+    assert any(f.startswith("guard:") and "recording off" in f for f in found), found
