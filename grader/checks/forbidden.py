@@ -148,8 +148,9 @@ def _function_name(func: Any) -> str:
 
 
 def _aten_name(func: Any, args: tuple, kwargs: dict) -> str:
-    """The operator's name (``add``; ``quantized::conv2d`` outside aten); a convolution run with ``transposed=True`` is a transpose
-    convolution whatever entry point reached it (nn.ConvTranspose2d, F.conv_transpose2d, aten.convolution ...)."""
+    """The operator's name (``add``; ``quantized::conv2d`` outside aten); a convolution run with
+    ``transposed=True`` is a transpose convolution whatever entry point reached it (nn.ConvTranspose2d,
+    F.conv_transpose2d, aten.convolution ...)."""
     name = func._schema.name.removeprefix("aten::")
     params = [a.name for a in func._schema.arguments]
     if "transposed" in params:

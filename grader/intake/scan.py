@@ -89,7 +89,8 @@ def _names(node: ast.AST) -> list[tuple[str, int, str | None]]:
     for n in ast.walk(node):
         line = getattr(n, "lineno", 0)
         if isinstance(n, ast.Attribute):
-            before = n.value.id if isinstance(n.value, ast.Name) else n.value.attr if isinstance(n.value, ast.Attribute) else None
+            value = n.value
+            before = value.id if isinstance(value, ast.Name) else value.attr if isinstance(value, ast.Attribute) else None
             out.append((n.attr, line, before))
         elif isinstance(n, ast.Name):
             out.append((n.id, line, None))
