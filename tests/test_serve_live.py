@@ -157,6 +157,39 @@ def test_killed_mid_grading_and_restarted_nothing_is_lost_or_graded_twice(serve,
     assert "queued again" in server.log.read_text()
 
 
+def _worker_pid(server: Server) -> int | None:
+    """The grading worker: the child of ``grader serve`` that runs grader.serve.worker."""
+    children = []
+    for task in Path(f"/proc/{server.process.pid}/task").iterdir():  # any thread may have started it
+        try:
+            children += (task / "children").read_text().split()
+        except OSError:
+            continue
+    for child in children:
+        try:
+            if b"grader.serve.worker" in Path(f"/proc/{child}/cmdline").read_bytes():
+                return int(child)
+        except OSError:
+            continue
+    return None
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_is_replaced_and_the_queue_goes_on(serve, tmp_path: Path) -> None:
+    server = serve(_quick_rubric(tmp_path / "quick.yaml"))
+    links = server.links({"alice": ""})
+    server.start()
+    first = _wait(lambda: _worker_pid(server), 30, "the worker")
+    os.kill(first, signal.SIGKILL)  # a crash of the grading side, not of the service
+    _wait(lambda: (pid := _worker_pid(server)) and pid != first, 60, "a new worker")
+    client, csrf = _signed_in(links["alice"])
+    sent = client.post(f"{server.url}/submit", data={"csrf": csrf},
+                       files={"file": ("segmentation.py", EXAMPLE.read_bytes())})
+    assert sent.status_code == 303
+    _wait(lambda: _statuses(client, server.url)[0]["status"] == "done", 240, "the upload graded")
+    assert "starting a new one" in server.log.read_text()
+
+
 @pytest.mark.slow
 @pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent: run .ci/browser-setup.sh")

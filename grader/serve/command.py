@@ -15,6 +15,7 @@ import fcntl
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -104,6 +105,51 @@ def _tokens(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Supervisor:
+    """The grading worker, restarted when it dies unexpectedly (what it was grading is requeued by the new one);
+    after ``MAX_RESTARTS`` in ten minutes it is left down and says so (the queue waits, nothing is lost)."""
+
+    MAX_RESTARTS = 5
+
+    def __init__(self, config) -> None:  # noqa: ANN001 - a ServeConfig
+        self.config, self.process, self.returncode = config, None, None
+        self.restarts: list[float] = []
+        self._stopping = threading.Event()
+
+    def start(self) -> bool:
+        self.process = subprocess.Popen([sys.executable, "-m", "grader.serve.worker", self.config.to_json(),
+                                         str(os.getpid())], stdin=subprocess.DEVNULL)
+        time.sleep(0.2)
+        self.returncode = self.process.poll()
+        return self.returncode is None
+
+    def watch(self) -> None:
+        while not self._stopping.wait(1.0):
+            code = self.process.poll()
+            if code is None or self._stopping.is_set():
+                continue
+            now = time.time()
+            self.restarts = [t for t in self.restarts if now - t < 600]
+            if code == 2 or len(self.restarts) >= self.MAX_RESTARTS:
+                print(f"grader serve: the grading worker stopped (exit {code}) and is NOT restarted; uploads "
+                      "wait in the queue: restart `grader serve`", file=sys.stderr)
+                return
+            print(f"grader serve: the grading worker stopped (exit {code}); starting a new one", file=sys.stderr)
+            self.restarts.append(now)
+            self.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
 def _serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
@@ -128,22 +174,17 @@ def _serve(args: argparse.Namespace) -> int:
     except BlockingIOError:
         print(f"grader serve: another `grader serve` already uses {args.data}", file=sys.stderr)
         return 2
-    worker = subprocess.Popen([sys.executable, "-m", "grader.serve.worker", config.to_json(), str(os.getpid())],
-                              stdin=subprocess.DEVNULL)
-    time.sleep(0.2)
-    if worker.poll() is not None:
+    supervisor = _Supervisor(config)
+    if not supervisor.start():
         print("grader serve: the grading worker did not start (see above)", file=sys.stderr)
-        return 2 if worker.returncode == 2 else 3
+        return 2 if supervisor.returncode == 2 else 3
     print(f"grader serve: http://{args.host}:{args.port} (data in {args.data}); students sign in with the links "
           f"of `grader serve tokens`, staff with `grader serve tokens --staff NAME`", file=sys.stderr)
+    watching = threading.Thread(target=supervisor.watch, name="worker-supervisor", daemon=True)
+    watching.start()
     try:
         uvicorn.run(create_app(config), host=args.host, port=args.port, access_log=False, log_level="warning",
                     proxy_headers=True, forwarded_allow_ips="127.0.0.1")
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        supervisor.stop()
     return 0
