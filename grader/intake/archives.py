@@ -25,7 +25,7 @@ from pathlib import Path
 
 __all__ = [
     "UnpackError", "Budget", "ClassArchive", "is_junk", "entry_parts", "read_listing",
-    "extract_zip", "extract_class_zip", "reraise_disk_full", "reraise_disk_full",
+    "extract_zip", "extract_class_zip", "reraise_disk_full",
 ]
 
 MIB = 1024 * 1024

@@ -20,18 +20,17 @@ no ``submission_metadata.yml`` is read and no Canvas name is parsed, and nothing
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import stat
 import tempfile
-import unicodedata
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from grader.intake.archives import (MIB, Budget, UnpackError, entry_parts, extract_class_zip, extract_zip, is_junk,
                              read_listing, reraise_disk_full)
 from grader.intake.cleancopy import clean_copy, hash_folder
+from grader.intake.ids import assign_ids, safe_student_id
 from grader.intake.lms import METADATA, Candidate, class_candidates, is_canvas_name
 from grader.intake.notebooks import notebook_to_files, write_notebook_files
 
@@ -93,18 +92,6 @@ class Rejected:
 
 class _Reject(Exception):
     """Internal: the submission cannot be graded; ``str(exc)`` says why."""
-
-
-# What the output folder holds beside the students' folders: a student may never be named like one of them.
-RESERVED_NAMES = frozenset({"index.html", "grades.csv", "summary.json", "similarity", "similarity.csv",
-                            "similarity.json", "results.json"})
-
-
-def safe_student_id(raw: str) -> str:
-    """A folder-safe id: accents folded to ASCII, anything outside [A-Za-z0-9._-] made '_'."""
-    ascii_ = unicodedata.normalize("NFKD", raw).encode("ascii", "ignore").decode()
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", ascii_).strip("._-")[:80] or "student"  # no hidden names, no '..'
-    return f"student_{safe}" if safe.lower() in RESERVED_NAMES else safe
 
 
 # ---------------------------------------------------------------------------------- finding the root
@@ -282,59 +269,6 @@ def _holds(folder: Path | None, inner: Path) -> bool:
         return False
 
 
-def _unique_ids(cands: Sequence[Candidate], known: Mapping[str, str]) -> list[tuple[str, Candidate]]:
-    """A folder-safe id for every candidate, such that an id never changes owner.
-
-    ``known``: the ids already in the output folder -> their owners (``Candidate.owner``). An owner seen
-    before keeps its id; no known id goes to anyone else. Then each id whose raw name IS that id (``Jose``,
-    ``Jose-2``) keeps it; a name that folds onto a taken id (``José``) or that several owners share (two
-    Canvas users named ``smithjohn``) gets a suffix: the LMS id where there is one, else the next free
-    number, never a number that is another candidate's own id.
-    """
-    by_owner = {owner: sid for sid, owner in known.items()}
-    bases = {c.owner: safe_student_id(c.student) for c in cands}
-    claims: dict[str, set[str]] = {}  # id -> the owners whose name folds onto it
-    exact: dict[str, set[str]] = {}  # id -> the owners whose name is exactly it
-    for c in cands:
-        claims.setdefault(bases[c.owner], set()).add(c.owner)
-        if c.student == bases[c.owner]:
-            exact.setdefault(bases[c.owner], set()).add(c.owner)
-    taken: set[str] = set(known)
-    assigned: dict[str, str] = {}
-    for c in cands:  # 1. owners seen before
-        if c.owner in by_owner:
-            assigned[c.owner] = by_owner[c.owner]
-    for c in sorted(cands, key=lambda c: (bases[c.owner], c.source)):  # 2. a name that is its own id, unshared
-        base = bases[c.owner]
-        if c.owner not in assigned and base not in taken and exact.get(base) == {c.owner}:
-            assigned[c.owner] = base
-            taken.add(base)
-    reserved = taken | set(claims)
-    for c in sorted(cands, key=lambda c: (bases[c.owner], c.source)):  # 3. the rest, suffixed where needed
-        if c.owner in assigned:
-            continue
-        base = bases[c.owner]
-        sid = base if base not in taken and claims[base] == {c.owner} else _suffixed(base, c.lms_id, reserved)
-        taken.add(sid)
-        assigned[c.owner] = sid
-        reserved.add(sid)
-    out = []
-    for c in sorted(cands, key=lambda c: (assigned[c.owner], c.source)):
-        sid, base = assigned[c.owner], bases[c.owner]
-        note = (f"student id {base!r} belongs to another student; this one is {sid!r}",) if sid != base else ()
-        out.append((sid, replace(c, notes=c.notes + note)))
-    return out
-
-
-def _suffixed(base: str, lms_id: str, reserved: set[str]) -> str:
-    if lms_id and (sid := safe_student_id(f"{base}-{lms_id}")) not in reserved:
-        return sid
-    n = 2
-    while f"{base}-{n}" in reserved:
-        n += 1
-    return f"{base}-{n}"
-
-
 def discover(paths: Sequence[Path], *, workdir: Path, limits: IntakeLimits = IntakeLimits(),
              single: bool = False, known: Mapping[str, str] | None = None) -> list[Submission | Rejected]:
     """Every submission in ``paths``, sorted by student id.
@@ -350,8 +284,8 @@ def discover(paths: Sequence[Path], *, workdir: Path, limits: IntakeLimits = Int
     with tempfile.TemporaryDirectory(prefix=".discover-", dir=workdir, ignore_cleanup_errors=True) as tmp:
         cands = [c for p in paths for c in _guarded_candidates(Path(p), stage=Path(tmp), limits=limits, single=single)]
         # A workdir kept inside the class folder is the grader's, not a student's.
-        cands = _distinct_owners([c for c in cands if not _holds(c.path, workdir)])
-        for sid, cand in _unique_ids(cands, known or {}):
+        cands = [c for c in cands if not _holds(c.path, workdir)]
+        for sid, cand in assign_ids(cands, known or {}):
             who = {"lms_id": cand.lms_id, "email": cand.email, "owner": cand.owner, "lms": cand.lms,
                    "submitted_at": cand.submitted_at}
             if cand.problem or cand.path is None:
@@ -360,14 +294,3 @@ def discover(paths: Sequence[Path], *, workdir: Path, limits: IntakeLimits = Int
                 results.append(_prepare(cand.path, student=sid, source=cand.source, workdir=workdir,
                                         limits=limits, notes=cand.notes, who=who))
     return sorted(results, key=lambda r: r.student)
-
-
-def _distinct_owners(cands: list[Candidate]) -> list[Candidate]:
-    """Entries of one raw name without an LMS id (``alice.py`` beside ``alice.zip``; two paths named alike)
-    are distinct owners, told apart by their entry's name, else by their whole source."""
-    for key in (lambda c: Path(c.source).name, lambda c: c.source):
-        count: dict[str, int] = {}
-        for c in cands:
-            count[c.owner] = count.get(c.owner, 0) + 1
-        cands = [replace(c, key=f"entry:{key(c)}") if count[c.owner] > 1 else c for c in cands]
-    return cands

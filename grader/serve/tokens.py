@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from grader.intake.discover import RESERVED_NAMES, safe_student_id
+from grader.intake.ids import RESERVED_NAMES, safe_student_id
 from grader.serve.config import RESERVED
 from grader.serve.store import Store
 
