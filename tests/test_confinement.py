@@ -36,6 +36,10 @@ budgets: {import: {timeout_s: 60}, unit: {timeout_s: 60}}
 checks:
   - {id: bilinear_kernel, kind: bilinear_kernel, name: Bilinear kernel, points: 2}
 """
+# The kit's: two torch threads (OpenMP) and a net, as the real rubric has: the old fall-open path had unshared
+# the PID namespace, after which no thread can be created ("no output (the stage stopped)" for SegNet).
+KIT_RUBRIC = UNIT_RUBRIC.replace("threads: 1", "threads: 2") + \
+    "  - {id: model_shapes, kind: model_shapes, name: SegNet output shapes, points: 10, seed: 5}\n"
 FORGED = b"Graded alice 100/100 FORGED"
 # At import time: every terminal it can name, the TA's pty path (the test writes it in), the forged line and an
 # OSC 52 escape that would put a shell command on the TA's clipboard.
@@ -159,11 +163,11 @@ def test_a_site_packages_install_confines_like_an_editable_one(tmp_path: Path, i
     assert python is not None
     venv = fresh_venv(tmp_path / "venv", python)
     if install == "kit":
-        source, rubric_args = build_kit(tmp_path / "KIT", rubric=parse_rubric(UNIT_RUBRIC)), []
+        source, rubric_args, points = build_kit(tmp_path / "KIT", rubric=parse_rubric(KIT_RUBRIC)), [], 12
     else:
         source = checkout_copy(tmp_path / "src")
         (tmp_path / "unit.yaml").write_text(UNIT_RUBRIC)
-        rubric_args = ["--rubric", str(tmp_path / "unit.yaml")]
+        rubric_args, points = ["--rubric", str(tmp_path / "unit.yaml")], 2
     pip_install(venv, source, editable=install != "kit")
     where = subprocess.run([str(venv), "-c", "import grader; print(grader.__file__)"], capture_output=True,
                            text=True, timeout=60, cwd=tmp_path)
@@ -175,6 +179,7 @@ def test_a_site_packages_install_confines_like_an_editable_one(tmp_path: Path, i
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     result = _result(tmp_path / "out")
-    assert (result["status"], result["score"]) == ("graded", 2), result["message"]  # the probe found no host module
+    assert (result["status"], result["score"]) == ("graded", points), [  # the probe found no host module
+        (c["id"], c["message"]) for c in result["checks"]]
     isolation = result["provenance"]["sandbox"]["isolation"]
     assert "NOT isolated" not in isolation and "an allow-list root" in isolation, isolation

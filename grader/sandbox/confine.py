@@ -85,20 +85,28 @@ class KernelRefused(OSError):
     """The kernel refused the namespaces themselves (not a bug of ours): only ``grader check`` may go on."""
 
 
-def _enter_namespaces(root: bool, disk_mb: int) -> list[str]:
-    uid, gid = os.getuid(), os.getgid()
-    flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | (0 if root else CLONE_NEWUSER)
+def _unshare(flags: int) -> None:
     if _libc.unshare(flags) != 0:
         err = ctypes.get_errno()
         raise (KernelRefused if err in REFUSALS else OSError)(err, f"unshare: {os.strerror(err)}")
+
+
+def _enter_namespaces(root: bool, disk_mb: int) -> list[str]:
+    """The user namespace first (not root), then mount, network and IPC, the PID namespace LAST: a process
+    that has unshared its PID namespace can no longer create threads (clone answers EINVAL: libgomp's "Thread
+    creation failed", so every OpenMP op dies), so nothing may run unconfined after that step."""
+    uid, gid = os.getuid(), os.getgid()
     try:
         if not root:  # map ourselves to root of the new user namespace, so mounts are allowed
+            _unshare(CLONE_NEWUSER)
             Path("/proc/self/setgroups").write_text("deny")
             Path("/proc/self/uid_map").write_text(f"0 {uid} 1")
             Path("/proc/self/gid_map").write_text(f"0 {gid} 1")
+        _unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC)
         mount("none", "/", None, MS_REC | MS_PRIVATE)
     except PermissionError as exc:  # a user namespace granted no privileges (e.g. AppArmor's restriction)
         raise KernelRefused(exc.errno, f"a user namespace without privileges: {exc}") from exc
+    _unshare(CLONE_NEWPID)
     return ["mount, network, PID and IPC namespaces" + ("" if root else " (in a user namespace)"),
             _limit_sysv(disk_mb)]
 
