@@ -165,11 +165,12 @@ def test_rotate_key_refuses_a_broken_key_and_moves_nothing(tmp_path: Path, capsy
 def _hand_in_a_copy_of_the_generator(submission: Path) -> None:
     """What a student can always do, whatever the sandbox hides: copy the grader's public generator source
     (shapes.py and what it imports) beside segmentation.py, its ``grader.`` imports made local."""
-    grader_src = Path(shapes.__file__).parent
-    for name in ("shapes", "voc", "evalsecret"):
-        text = (grader_src / f"{name}.py").read_text()
-        for other in ("shapes", "voc", "evalsecret"):
-            text = text.replace(f"from grader.{other} import", f"from copied_{other} import")
+    grader_src = Path(shapes.__file__).parent.parent
+    modules = {"shapes": "data", "voc": "core", "evalsecret": "data"}  # module -> its package under grader/
+    for name, package in modules.items():
+        text = (grader_src / package / f"{name}.py").read_text()
+        for other, where in modules.items():
+            text = text.replace(f"from grader.{where}.{other} import", f"from copied_{other} import")
         assert "from grader" not in text and "import grader" not in text, f"{name}.py imports more of grader"
         (submission / f"copied_{name}.py").write_text(text)
 
