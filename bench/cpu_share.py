@@ -5,7 +5,7 @@ Usage: python bench/cpu_share.py [--rounds 3] [--epochs 3]
 Each round grades, with the local sandbox and `threads: 1`:
   alone     — the honest submission (the reference) by itself, -j 1;
   neighbour — the honest one and the greedy one together, -j 2.
-The figure is the honest submission's `train` stage time (provenance.durations_s), median over rounds,
+The figure is the honest submission's training stage time (provenance.durations_s), median over rounds,
 neighbour / alone (goal <= 1.10). Run on an otherwise idle machine with at least 2 cores; the stages'
 isolation line says whether the share held ("CPU capped at 1 core (cgroup v1|v2)") or why not.
 """
@@ -57,7 +57,7 @@ def train(*args, **kwargs):  # ignores `threads`: one busy process per core whil
 
 def _train_seconds(out: Path, student: str) -> tuple[float, str]:
     result = json.loads((out / student / "result.json").read_text())
-    return result["provenance"]["durations_s"]["train"], result["provenance"]["sandbox"]["isolation"]
+    return result["provenance"]["durations_s"]["full_training"], result["provenance"]["sandbox"]["isolation"]
 
 
 def main() -> None:
@@ -72,14 +72,15 @@ def main() -> None:
         rubric = write_rubric(work / "rubric.yaml", RUBRIC.format(epochs=args.epochs))
         cache = work / "cache"
         for i in range(args.rounds):
-            solo, pair = work / f"solo{i}", work / f"pair{i}"
-            for klass in (solo, pair):
-                (klass / "honest").mkdir(parents=True)
-                (klass / "honest" / "segmentation.py").write_text(reference + f"\n# round {i}\n")
-            (pair / "greedy").mkdir()
-            (pair / "greedy" / "segmentation.py").write_text(reference + GREEDY + f"\n# round {i}\n")
-            run_grader(grader_command(solo, out=work / f"out-solo{i}", rubric=rubric, cache=cache, jobs=1))
-            run_grader(grader_command(pair, out=work / f"out-pair{i}", rubric=rubric, cache=cache, jobs=2))
+            honest, greedy_dir = work / f"r{i}" / "honest", work / f"r{i}" / "greedy"
+            honest.mkdir(parents=True)
+            greedy_dir.mkdir()
+            (honest / "segmentation.py").write_text(reference + f"\n# round {i}\n")
+            (greedy_dir / "segmentation.py").write_text(reference + GREEDY + f"\n# round {i}\n")
+            solo = grader_command(honest, out=work / f"out-solo{i}", rubric=rubric, cache=cache, jobs=1)
+            pair = grader_command(honest, out=work / f"out-pair{i}", rubric=rubric, cache=cache, jobs=2)
+            run_grader(solo)
+            run_grader(pair[:4] + [str(greedy_dir)] + pair[4:])  # two paths: two students
             seconds, isolation = _train_seconds(work / f"out-solo{i}", "honest")
             alone.append(seconds)
             beside.append(_train_seconds(work / f"out-pair{i}", "honest")[0])

@@ -192,7 +192,7 @@ def test_installed_kit_checks_like_staff_grading(installed: Path, kit: Path, tmp
 
     staff = api.grade([REPO / "examples" / "submissions"], rubric=public_rubric(test_rubric), out_dir=tmp_path / "st",
                       cache_dir=cache_dir, jobs=2, render=False)
-    assert len(staff) == 4
+    assert len(staff) == len(list((REPO / "examples" / "submissions").iterdir()))  # one per example
     for result in staff:
         ours = json.loads((kit_out / result.student / "result.json").read_text())
         kit_scores = {c["id"]: c["score"] for c in ours["checks"]}
