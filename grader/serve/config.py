@@ -34,7 +34,7 @@ class ServeConfig:
     late_closes: float | None = None  # ... until its hard deadline (None: no end), unless --due closes earlier
     session_hours: float = 12.0
     batch_max: int = 0  # submissions the worker grades in one batch (0: 4 x jobs)
-    poll_s: float = 0.5  # how often the worker looks for queued submissions
+    poll_s: float = 0.25  # how often the worker looks for queued submissions (SQLite: cheap)
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
