@@ -4,7 +4,7 @@
 stage, before any student code; it returns in the confined process:
 1. new mount, network and IPC (+ user, when not root) namespaces, where the kernel allows: SysV message
    queues, shared memory and POSIX message queues are the stage's own and die with it;
-2. a new root built from an ALLOW-list, then chroot: a tmpfs holding only the system folders (read-only),
+2. a new root built from an ALLOW-list, then pivot_root (the host's root detached): a tmpfs holding only the system folders (read-only),
    /dev, a fresh /proc, and the paths the run needs bound in (the Python installation, the grader package
    WITHOUT its host-only modules, the job and the submission read-only). Everything writable (/tmp,
    /var/tmp, /dev/shm, the scratch and the out folder) is ONE size-capped tmpfs that dies with the stage;
@@ -37,7 +37,7 @@ import signal
 import stat
 from pathlib import Path
 
-from grader.sandbox import cpushare
+from grader.sandbox import cpushare, jail
 from grader.sandbox.rootfs import MAX_INODES, build_root, mount
 
 __all__ = ["FAILED", "KernelRefused", "MARKER", "SANDBOX_PACKAGES", "SANDBOX_VISIBLE", "SUBMISSION_UIDS", "confine", "prctl", "set_parent_death_signal", "visible_package"]
@@ -125,10 +125,9 @@ def _limit_sysv(disk_mb: int) -> str:
 
 
 def _enter_root(new: str) -> None:
-    """In the PID namespace's first process: its own /proc, then the new root."""
-    mount("proc", new + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    os.chroot(new)
-    os.chdir("/")
+    """In the PID namespace's first process: its own mount namespace and /proc, then ``pivot_root`` into the
+    new root with the host's root detached (``grader.sandbox.jail``: a chroot alone can be walked out of)."""
+    jail.enter_root(new)
 
 
 def _limits(cfg: dict) -> None:
@@ -258,9 +257,17 @@ def confine(cfg: dict) -> None:
     _limits(cfg)
     if root:
         uid = cfg.get("uid") or NOBODY
-        _drop_privileges(uid)
+        _drop_privileges(uid)  # leaving uid 0 clears every capability
         notes.append(f"ran as its submission's own uid ({SUBMISSION_UIDS.start}-{SUBMISSION_UIDS.stop - 1})"
                      if uid in SUBMISSION_UIDS else "ran as nobody")
+    elif "NOT isolated" not in "".join(notes):  # root of a user namespace: every capability there, until now
+        try:
+            jail.drop_capabilities()
+        except OSError as exc:
+            _fail(f"dropping the stage's capabilities failed: {exc}")
+        notes.append("no capabilities (root of its user namespace only)")
+    if jail.capabilities_now().get("CapEff") or jail.capabilities_now().get("CapPrm"):
+        _fail(f"the stage still holds capabilities: {jail.capabilities_now()}")
     notes.append(_fresh_keyrings(root and cfg.get("uid") in SUBMISSION_UIDS))
     set_parent_death_signal(signal.SIGKILL)  # again: changing the uid cleared it
     prctl(PR_SET_NO_NEW_PRIVS, 1)
