@@ -42,7 +42,7 @@ from grader.checks.verdict import StageResult
 from grader.core.outputs import read_stage
 from grader.batch.pipeline import BatchSetup, grade_submission
 from grader.rubric import Rubric, load_rubric
-from grader.runner import StageWriter, run_stage
+from grader.runner import StageWriter, run_stage, stage_configs
 from grader.sandbox.base import SandboxRequest, SandboxRun
 from grader.sandbox.forkserver import PRELOAD
 from grader.sandbox.local import LocalSandbox
@@ -88,7 +88,7 @@ def _stages(rubric: Rubric) -> list[str]:
 
 
 def _call_stage(stage: str, job: Path, student: object, out: Path, device: str) -> None:
-    stages = json.loads((job / "job.json").read_text())["stages"]
+    stages = stage_configs(job, json.loads((job / "job.json").read_text())["stages"], stage)
     out.mkdir(parents=True)
     run_stage(student, stage, stages, job, StageWriter(out, stage), device)
 

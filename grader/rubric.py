@@ -19,7 +19,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from grader.checks import KINDS, stage_of
-from grader.checks.base import CheckSpec, RubricError, StageBudget
+from grader.checks.base import UNIT_STAGES, CheckSpec, RubricError, StageBudget
 from grader.gradebook.late import LatePolicy
 
 __all__ = [
@@ -58,9 +58,9 @@ class DatasetSpec:
 
 @dataclass(frozen=True)
 class SimilaritySpec:
-    """``similarity: {threshold: 0.6}``: pairs of submissions at least this alike (0-1, copydetect's share of a
-    submission's own code found in the other) are listed on the staff index (``grader.similarity.compare``); never a
-    score, never shown to a student."""
+    """``similarity: {threshold: 0.6}``: pairs of submissions at least this alike (0-1, the share of a
+    submission's own normalised code fingerprints found in the other) are listed on the staff index
+    (``grader.similarity.compare``); never a score, never shown to a student."""
 
     threshold: float = 0.6
 
@@ -110,14 +110,17 @@ class Rubric:
         return next(c for c in self.checks if c.id == check_id)
 
     def stages(self) -> list[str]:
-        """The sandbox stages this rubric needs, in execution order: import, then ``unit`` (every unit
-        check at once) when there is one, then one stage per other check, named by its id."""
-        return list(dict.fromkeys(["import"] + sorted((stage_of(c) for c in self.checks), key=lambda s: s != "unit")))
+        """The sandbox stages this rubric needs, in execution order: import, then ``unit`` (every visible unit
+        check at once) and ``unit.withheld`` (the withheld ones) when there are some, then one stage per other
+        check, named by its id."""
+        order = {stage: i for i, stage in enumerate(UNIT_STAGES)}
+        return list(dict.fromkeys(["import"] + sorted((stage_of(c) for c in self.checks),
+                                                      key=lambda s: order.get(s, len(order)))))
 
     def budget(self, stage: str) -> StageBudget:
-        """The budget of a sandbox stage (``import``, ``unit`` or a check id)."""
-        if stage in ("import", "unit"):
-            return self.budgets.of(stage)
+        """The budget of a sandbox stage (``import``, ``unit``, ``unit.withheld`` or a check id)."""
+        if stage in ("import", *UNIT_STAGES):
+            return self.budgets.of("unit" if stage in UNIT_STAGES else stage)
         return self.budgets.of(KINDS[self.check(stage).kind].budget)
 
 

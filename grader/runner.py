@@ -10,10 +10,12 @@ Outputs of a stage: ``O/<stage>.json`` (rewritten atomically after every case, s
 finished) and ``O/<name>.npy`` arrays that the JSON names.
 
 Work ahead of the call: the unit cases' inputs are not readable while the student's module is imported. Before
-the import the runner reads them into an anonymous memory file (``memfd``: no path, no Python object), then
-seals ``J/unit`` (Landlock: this process and its children can no longer open a file there), imports the module
-(recording, in the unit stage, what torch work the import did: flagged for staff review, never a zero), and
-only then reads the cases back. Where the kernel refuses Landlock the stage still runs, and its record says
+the import the runner reads THIS stage's cases into an anonymous memory file (``memfd``: no path, no Python
+object), then seals ``J/unit`` (Landlock: this process and its children can no longer open a file there, the
+other unit stage's cases included), imports the module (recording, in a unit stage, what torch work the import
+did: flagged for staff review, never a zero), and only then reads the cases back. The visible unit checks run
+in stage ``unit``, the withheld ones in ``unit.withheld``, a fresh process: the visible stage never holds a
+withheld input, so no message of a visible check can carry one. Where the kernel refuses Landlock the stage still runs, and its record says
 so (``seal``). In a stage with a guarded call, ``grader.checks.forbidden.install_guards`` runs before the import.
 """
 from __future__ import annotations
@@ -30,11 +32,12 @@ from typing import Any
 import numpy as np
 
 from grader.checks import KINDS, STUDENT_NAMES
+from grader.checks.base import UNIT_STAGES
 from grader.core.nonetwork import explain as explain_no_network
 from grader.checks.forbidden import OpRecorder, install_guards
 from grader.sandbox.base import DEVICE_LINE, GPU_SHARE_ENV, GPU_SHARE_LINE
 
-__all__ = ["StageWriter", "main", "run_stage"]
+__all__ = ["StageWriter", "main", "run_stage", "stage_configs"]
 
 
 class StageWriter:
@@ -78,14 +81,14 @@ def _error(exc: BaseException) -> dict[str, Any]:
 
 def run_stage(student: Any, stage: str, stages: dict, job: Path, writer: StageWriter, device: str,
               arrays: dict[str, Any] | None = None) -> None:
-    """``import``: which API names exist; ``unit``: every unit check's cases (their input ``arrays`` by job
-    path, read before the import: ``unseal``); else the check named ``stage``."""
+    """``import``: which API names exist; ``unit`` / ``unit.withheld``: that stage's unit checks' cases (their
+    input ``arrays`` by job path, read before the import: ``unseal``); else the check named ``stage``."""
     if stage == "import":
         writer.record("names", {"ok": True, "present": [n for n in STUDENT_NAMES
                                                         if callable(getattr(student, n, None))],
                                 "notebook": _notebook_cells(student)})
         return
-    configs = stages["unit"]["checks"] if stage == "unit" else [stages[stage]]
+    configs = stages[stage]["checks"] if stage in UNIT_STAGES else [stages[stage]]
     for config in configs:
         KINDS[config["kind"]].run(student, {**config, "loaded": arrays} if arrays is not None else config, job,
                                   writer, device)
@@ -93,12 +96,27 @@ def run_stage(student: Any, stage: str, stages: dict, job: Path, writer: StageWr
 
 # ---- the unit cases, out of reach while the student's module is imported ------------------------------------
 
+def stage_configs(job: Path, stages: dict, stage: str) -> dict:
+    """job.json's ``stages`` with ``stage``'s own config read in where the job keeps it sealed (the withheld unit
+    checks': ``{"sealed": "unit/withheld.json"}``, grader.job.folder); to be called before ``seal_cases``."""
+    own = stages.get(stage)
+    if isinstance(own, dict) and "sealed" in own:
+        return {**stages, stage: json.loads((job / own["sealed"]).read_text())}
+    return stages
+
+
+def _case_files(stages: dict, stage: str) -> list[str]:
+    """The job paths of the input arrays of ``stage``'s unit cases (none outside a unit stage)."""
+    checks = stages.get(stage, {}).get("checks", []) if stage in UNIT_STAGES else []
+    return [a for c in checks for case in c.get("cases", []) for a in case["arrays"]]
+
+
 def seal_cases(job: Path, stages: dict, stage: str) -> tuple[int | None, dict]:
-    """In the unit stage, the case arrays copied into a memfd (``unseal`` reads them back); in every stage,
-    ``J/unit`` sealed. Returns (the memfd or None, the record of what held)."""
+    """In a unit stage, ITS cases' arrays (never the other unit stage's) copied into a memfd (``unseal`` reads
+    them back); in every stage, ``J/unit`` sealed. Returns (the memfd or None, the record of what held)."""
     fd = None
-    if stage == "unit":
-        rels = [a for c in stages["unit"]["checks"] for case in c.get("cases", []) for a in case["arrays"]]
+    if stage in UNIT_STAGES:
+        rels = _case_files(stages, stage)
         fd = os.memfd_create("unit-cases", os.MFD_CLOEXEC)
         with open(fd, "wb", closefd=False) as f:
             np.savez(f, *(np.load(job / rel, allow_pickle=False) for rel in rels))
@@ -160,11 +178,11 @@ def deny_reading(folder: Path) -> str | None:
     return None
 
 
-def unseal(fd: int | None, stages: dict) -> dict[str, Any] | None:
-    """The unit cases' arrays by job path, read back from the memfd after the import."""
+def unseal(fd: int | None, stages: dict, stage: str) -> dict[str, Any] | None:
+    """``stage``'s unit cases' arrays by job path, read back from the memfd after the import."""
     if fd is None:
         return None
-    rels = [a for c in stages["unit"]["checks"] for case in c.get("cases", []) for a in case["arrays"]]
+    rels = _case_files(stages, stage)
     os.lseek(fd, 0, os.SEEK_SET)  # the memfd's offset is shared with its dups: written to the end, read from 0
     with open(os.dup(fd), "rb") as f, np.load(f, allow_pickle=False) as saved:
         return {rel: saved[f"arr_{i}"] for i, rel in enumerate(rels)}
@@ -239,10 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(config["threads"])
     device = _device(torch, config.get("device", "cpu"))
     writer = StageWriter(out, args.stage)
+    config["stages"] = stage_configs(job, config["stages"], args.stage)
     fd, seal = seal_cases(job, config["stages"], args.stage)
     sys.path.insert(0, str(Path(args.submission).resolve()))
     sys.argv = ["segmentation.py"]  # the student's code must not learn the out folder from argv
-    guarded = args.stage == "unit" and any(c.get("record_ops") for c in config["stages"]["unit"]["checks"])
+    guarded = args.stage in UNIT_STAGES and any(c.get("record_ops")
+                                                 for c in config["stages"].get(args.stage, {}).get("checks", []))
     if guarded:  # only where a guarded call runs: a training stage's torch (torch.compile ...) stays untouched
         install_guards()
     recorder = OpRecorder(operators=False) if guarded else None  # torch functions and modules: a notebook's
@@ -256,10 +276,11 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as exc:  # SyntaxError, ImportError, SystemExit ...: data for the judge
         writer.record("import_error", {**_error(exc), "syntax": isinstance(exc, SyntaxError)})
         return 3
-    if args.stage == "unit":
+    if args.stage in UNIT_STAGES:
         writer.record("import_ops", {"ok": True, "seal": seal, **(recorder.record() if recorder else {})})
     try:
-        run_stage(student, args.stage, config["stages"], job, writer, device, unseal(fd, config["stages"]))
+        run_stage(student, args.stage, config["stages"], job, writer, device,
+                  unseal(fd, config["stages"], args.stage))
     except Exception as exc:
         writer.record("stage_error", _error(exc))
         return 4

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from grader.checks import KINDS
+from grader.checks import KINDS, stage_of
+from grader.checks.base import WITHHELD_UNIT_STAGE
 from grader.checks.verdict import JudgeContext, StageResult
 from grader.core.outputs import read_stage
 from grader.job.expected import expected_outputs
@@ -76,21 +77,25 @@ def _run(tmp_path: Path, cache_dir: Path, extra: str, stage: str = "unit") -> tu
     return out, (rubric, plan)
 
 
-def test_an_import_time_search_finds_no_case_input_and_the_cases_arrive_after(tmp_path: Path,
-                                                                              cache_dir: Path) -> None:
-    out, (rubric, plan) = _run(tmp_path, cache_dir, PROBE)
+@pytest.mark.parametrize("stage", ["unit", WITHHELD_UNIT_STAGE])
+def test_an_import_time_search_finds_no_case_input_and_the_cases_arrive_after(tmp_path: Path, cache_dir: Path,
+                                                                              stage: str) -> None:
+    out, (rubric, plan) = _run(tmp_path, cache_dir, PROBE, stage=stage)
     probe = json.loads((tmp_path / "probe.json").read_text())
     case_files = {a for cs in plan.cases.values() for c in cs for a in c.arrays} and \
-        {str(p.relative_to(plan.job_dir)) for p in (plan.job_dir / "unit").glob("*.npy")}
+        {str(p.relative_to(plan.job_dir)) for p in (plan.job_dir / "unit").rglob("*") if p.is_file()}
     assert case_files and probe["job"] == str(plan.job_dir)  # it found the job folder through the frames ...
-    assert set(probe["denied"]) == case_files  # ... and could open none of the case files
+    assert set(probe["denied"]) == case_files  # ... and could open none of the case files (nor the withheld config)
     assert "job.json" in probe["readable"] and not any(r.startswith("unit/") for r in probe["readable"])
     assert probe["frame_arrays"] == []  # and no frame of the runner held an input
-    records = json.loads((out / "unit.json").read_text())["records"]
+    records = json.loads((out / f"{stage}.json").read_text())["records"]
     assert records["import_ops"]["seal"] == {"sealed": True}
-    ids = [c.id for cs in plan.cases.values() for c in cs]
+    mine = [c for c in rubric.checks if stage_of(c) == stage]
+    ids = [c.id for check in mine for c in plan.cases[check.id]]
+    others = [c.id for cs in plan.cases.values() for c in cs if c.id not in ids]
+    assert ids and others and not set(others) & set(records)  # the other unit stage's cases never ran here
     assert all(records[i]["ok"] for i in ids), {i: records[i].get("error") for i in ids}
-    for check in rubric.checks:  # and the cases handed over after the import are the job's: full marks
+    for check in mine:  # and the cases handed over after the import are the job's: full marks
         result = _judge(check, out, plan)
         assert (result.status, result.score) == ("passed", check.points), result.message
 
@@ -99,7 +104,8 @@ def _judge(check, out: Path, plan) -> object:
     run = SandboxRun(exit_code=0, timed_out=False, out_of_memory=False, duration_s=1.0, stdout="", stderr="",
                      output_truncated=False, isolation="")
     ctx = JudgeContext(plan=plan, expected=expected_outputs(plan.cases), num_classes=21)
-    return KINDS[check.kind].judge(check, StageResult("unit", run, read_stage(out, "unit"), StageBudget()), ctx).result
+    stage = stage_of(check)
+    return KINDS[check.kind].judge(check, StageResult(stage, run, read_stage(out, stage), StageBudget()), ctx).result
 
 
 def test_torch_work_at_import_is_flagged_for_review_not_scored(tmp_path: Path, cache_dir: Path) -> None:

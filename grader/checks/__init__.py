@@ -8,8 +8,10 @@ what each part is. Shared parts: ``unit`` (cases vs the reference's outputs), ``
 (building the student's net), ``verdict`` (what a judge receives and returns; timeouts, OOM, crashes).
 
 Stages and outputs are keyed by check id, never by kind: two checks of one kind run with their own settings.
-All unit checks share one sandbox run (stage ``unit``; their case ids start with the check id); every other
-check runs in a stage of its own, named by its id, under the rubric budget its kind names.
+The visible unit checks share one sandbox run (stage ``unit``; their case ids start with the check id), the
+withheld ones (hidden, after_due_date) another, in a fresh process after it (``unit.withheld``: nothing of
+theirs reaches a visible check's message); every other check runs in a stage of its own, named by its id,
+under the rubric budget its kind names.
 
 A result carries its check's kind (``CheckResult.kind``): reports, exports and Gradescope find a check by
 what it is (its kind's ``View``), never by the id a rubric gives it.
@@ -57,5 +59,6 @@ def kind_of(spec: CheckSpec) -> CheckKind:
 
 
 def stage_of(spec: CheckSpec) -> str:
-    """The sandbox stage that runs ``spec``: ``unit`` (all unit checks) or the check's own id."""
+    """The sandbox stage that runs ``spec``: ``unit`` (the visible unit checks), ``unit.withheld`` (the withheld
+    ones) or the check's own id."""
     return KINDS[spec.kind].stage(spec)

@@ -9,11 +9,16 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 __all__ = ["RubricError", "CheckSpec", "CheckKind", "Retry", "View", "StageBudget", "Visibility", "STAGE_BUDGETS",
-           "RETRY_SUFFIX"]
+           "RETRY_SUFFIX", "UNIT_STAGES", "WITHHELD_UNIT_STAGE"]
 
 Visibility = Literal["visible", "hidden", "after_due_date"]
 STAGE_BUDGETS = ("import", "unit", "model", "overfit", "train")  # the rubric's `budgets:` keys
 RETRY_SUFFIX = ".retry"  # a check's second-chance stage: "<id>.retry" (a check id holds no '.': grader.rubric)
+# The unit checks' two shared stages: the visible ones in "unit"; the withheld ones (hidden, after_due_date) in a
+# fresh process of their own, so nothing computed from their inputs can reach a visible check's output. Generic
+# names (never a check id; a '.' no check id holds): serve shows both as "unit checks".
+WITHHELD_UNIT_STAGE = "unit.withheld"
+UNIT_STAGES = ("unit", WITHHELD_UNIT_STAGE)
 
 
 class RubricError(ValueError):
@@ -85,8 +90,9 @@ class CheckKind:
     - ``spec``: its rubric fields (a CheckSpec subclass); ``validate(spec, where)`` raises RubricError for
       combinations a type cannot express (``where`` is the YAML path, e.g. ``checks[3]``).
     - ``budget``: which of the rubric's stage budgets its sandbox run uses. Kinds with budget ``unit`` share
-      ONE sandbox run (stage ``unit``: all unit checks' cases); every other check runs alone, in the stage
-      named by its id, with its own settings.
+      a sandbox run: stage ``unit`` (every visible unit check's cases), and stage ``unit.withheld`` (the hidden
+      and after-due-date ones, a separate process); every other check runs alone, in the stage named by its
+      id, with its own settings.
     - ``functions``: the student names it calls (missing ones fail the check without running it).
     - ``inputs(spec, job) -> (stage config, host arrays)``: in the trusted preparation process: writes what
       the sandbox may see into the job folder (through ``job``) and returns the stage's JSON config, plus the
@@ -122,8 +128,11 @@ class CheckKind:
     prerequisite: Callable[[Any, Any, Any], str | None] | None = None  # (CheckResult, dependent spec, Rubric)
 
     def stage(self, spec: CheckSpec) -> str:
-        """The sandbox stage that runs ``spec``: ``unit`` (shared) or the check's own id."""
-        return "unit" if self.budget == "unit" else spec.id
+        """The sandbox stage that runs ``spec``: ``unit`` (shared by the visible unit checks), ``unit.withheld``
+        (shared by the withheld ones) or the check's own id."""
+        if self.budget != "unit":
+            return spec.id
+        return "unit" if spec.visibility == "visible" else WITHHELD_UNIT_STAGE
 
     def retry_stage(self, spec: CheckSpec) -> str:
         """The stage of ``spec``'s second run (``retry``): never the name of another check's stage."""

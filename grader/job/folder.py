@@ -1,6 +1,6 @@
 """The job folder: every input the sandbox may see, written ONCE per batch and shared read-only.
 
-What goes in: job.json (each stage's config: the unit cases, and per net check its seed, epochs and array
+What goes in: job.json (each stage's config: the visible unit cases (the withheld ones' in ``unit/withheld.json``), and per net check its seed, epochs and array
 files; a check whose kind has a ``retry`` also gets stage ``<id>.retry``'s config), the unit cases' arrays, and what each check kind's ``inputs`` writes (the overfit example — a
 TRAINING image and its mask —, the training split, the evaluation IMAGES). What stays on the host, in the
 returned ``JobPlan``: per check id the arrays only the host may see (evaluation labels ...), and the unit
@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from grader.checks import KINDS, stage_of
+from grader.checks.base import UNIT_STAGES, WITHHELD_UNIT_STAGE
 from grader.checks.verdict import JobPlan
 from grader.data.dataset import dataset_hash, embedded_voc_root, load_split
 from grader.data.evalsecret import installation_secret
@@ -34,7 +35,10 @@ from grader.rubric import Rubric
 
 __all__ = ["JOB_SCHEMA", "JobBuilder", "build_job", "case_secret", "data_root", "unit_cases", "withheld_seed"]
 
-JOB_SCHEMA = 2  # 2: stages keyed by check id; unit checks grouped under stages.unit.checks
+JOB_SCHEMA = 3  # 2: stages keyed by check id; unit checks grouped under stages.unit.checks
+# 3: the withheld unit checks grouped apart: stages["unit.withheld"] = {"sealed": WITHHELD_CONFIG}, their config in
+# that file, under J/unit (sealed like their arrays: grader.runner.seal_cases), never in job.json
+WITHHELD_CONFIG = "unit/withheld.json"
 
 
 def data_root(rubric: Rubric, *, cache_dir: Path | None = None) -> Path:
@@ -116,14 +120,17 @@ def build_job(rubric: Rubric, *, job_dir: Path, cache_dir: Path | None = None, d
         config, host[check.id] = KINDS[check.kind].inputs(check, builder)
         config = {"id": check.id, "kind": check.kind, **config}
         stage = stage_of(check)
-        if stage == "unit":
-            stages.setdefault("unit", {"checks": []})["checks"].append(config)
+        if stage in UNIT_STAGES:  # the visible unit checks' stage, or the withheld ones'
+            stages.setdefault(stage, {"checks": []})["checks"].append(config)
         else:
             stages[stage] = config
             retry = KINDS[check.kind].retry
             again = retry.config(check, config) if retry is not None else None
             if again is not None:  # its second chance: run only when the first verdict asks (grader.batch.pipeline)
                 stages[KINDS[check.kind].retry_stage(check)] = again
+    if WITHHELD_UNIT_STAGE in stages:  # its config (case ids, scalar arguments) sealed with its arrays, not in job.json
+        (job_dir / WITHHELD_CONFIG).write_text(json.dumps(stages[WITHHELD_UNIT_STAGE], indent=1))
+        stages[WITHHELD_UNIT_STAGE] = {"sealed": WITHHELD_CONFIG}
     config = {"schema": JOB_SCHEMA, "threads": rubric.threads, "device": device, "stages": stages}
     (job_dir / "job.json").write_text(json.dumps(config, indent=1))
     return JobPlan(job_dir=job_dir, cases=unit_cases(rubric, secret=secret), host={k: v for k, v in host.items() if v},
