@@ -60,3 +60,31 @@ def test_any_text_is_scanned_without_an_exception(text: str) -> None:
 def test_sources_that_ast_refuses_are_scanned_as_text() -> None:
     assert scan_source("x = " + "(" * 200_000) == []  # too deep for the parser: text only, no exception
     assert [f.line for f in scan_source("def f(:\n  torch._C._foo()\n")] == [2]
+
+
+def test_the_summary_page_flags_submissions_for_review_and_changes_no_score(tmp_path: Path) -> None:
+    import dataclasses
+    import json
+
+    from report_samples import FAILING_UNIT, PASSING, TIMEOUT, build_samples, sample_result
+
+    from grader.core.results import write_result
+    from grader.report import render_class_summary
+
+    out = build_samples(tmp_path / "graded")
+    for student, fixture in ((PASSING, "fails_transpose_conv_modes_off"), (TIMEOUT, "passes_all")):
+        (out / student / "code").mkdir()  # the staff copy of the code a batch keeps (similarity)
+        source = materialize(fixture, tmp_path / "src" / student) / "segmentation.py"
+        (out / student / "code" / "segmentation.py").write_text(source.read_text())
+    result = sample_result(FAILING_UNIT)
+    flagged = tuple(dataclasses.replace(c, details={**c.details, "review": True,
+                                                    "import_detected": ["aten:conv_transpose2d"]})
+                    if c.id == "transpose_conv" else c for c in result.checks)
+    write_result(out / FAILING_UNIT, dataclasses.replace(result, checks=flagged))
+    scores = {s: json.loads((out / s / "result.json").read_text())["score"] for s in (PASSING, TIMEOUT, FAILING_UNIT)}
+    html = render_class_summary(out).read_text(encoding="utf-8")
+    review = html.split('id="review"', 1)[1].split("</section>", 1)[0]
+    assert PASSING in review and "switches torch&#39;s recording modes off (segmentation.py:" in review
+    assert FAILING_UNIT in review and "torch work while the module was imported (aten:conv_transpose2d)" in review
+    assert TIMEOUT not in review  # the reference's code: nothing to look at
+    assert scores == {s: json.loads((out / s / "result.json").read_text())["score"] for s in scores}

@@ -41,7 +41,7 @@ def _page(result: SubmissionResult, student_dir: Path, *, released: bool) -> _Pa
         generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         banner=views.banner(result), total=views.total(result, released=released),
         checks=tuple(views.check_view(c, student_dir, released=released) for c in result.checks),
-        provenance=views.provenance_view(result.provenance or {}),
+        provenance=views.provenance_view(result.provenance or {}, result.checks, released=released),
         grade=grade_view(result, student_dir, released=released),
         contrast=contrast_view(result, student_dir, released=released),
     )

@@ -13,13 +13,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote
 
+from grader.intake.scan import scan_folder
 from grader.report.collect import Loaded, Unreadable, check_order, collect, kind_of, metric_check, miou_of
 from grader.report.details import fmt
 from grader.report.contrast import ContrastMedians, class_medians
 from grader.report.env import render_page
 from grader.core.results import SubmissionResult
 
-__all__ = ["ProblemRow", "CheckRow", "StudentRow", "SimilarRow", "SimilarityView", "Summary", "metric_lines",
+__all__ = ["ProblemRow", "ReviewRow", "CheckRow", "StudentRow", "SimilarRow", "SimilarityView", "Summary", "metric_lines",
            "summarize", "render_class_summary"]
 
 _PROBLEM_LABELS = {"ungradable": "ungradable", "infrastructure_error": "infrastructure error",
@@ -60,6 +61,33 @@ class StudentRow:
 
 
 @dataclass(frozen=True)
+class ReviewRow:
+    """A submission flagged for staff review: the static scan of its code, or torch work at import time.
+    Never a score: the flag is for a human to read the code."""
+
+    student: str
+    href: str | None
+    reasons: tuple[str, ...]
+
+
+CODE_DIR = "code"  # the staff copy of a student's code (grader.similarity.compare.CODE_DIR)
+
+
+def _review(loaded: list[Loaded]) -> tuple[ReviewRow, ...]:
+    rows = []
+    for item in loaded:
+        reasons = [f"{f.what} ({f.file}:{f.line})" for f in scan_folder(item.student_dir / CODE_DIR)]
+        for check in item.result.checks:
+            found = (check.details or {}).get("import_detected")
+            if (check.details or {}).get("review") and isinstance(found, list):
+                reasons.append(f"{check.name}: torch work while the module was imported "
+                               f"({', '.join(str(n) for n in found[:4])})")
+        if reasons:
+            rows.append(ReviewRow(item.result.student, _href(item.student_dir), tuple(dict.fromkeys(reasons))[:12]))
+    return tuple(sorted(rows, key=lambda r: r.student))
+
+
+@dataclass(frozen=True)
 class SimilarRow:
     student_a: str
     student_b: str
@@ -93,6 +121,7 @@ class Summary:
     pass_png: str | None
     miou_png: str | None
     similarity: SimilarityView | None = None  # None: never computed in this folder
+    review: tuple[ReviewRow, ...] = ()  # flagged for staff review (grader.intake.scan, import-time torch work)
     contrast: ContrastMedians | None = None  # class medians of the lecture's 2x2 (grader.report.contrast)
 
 
@@ -209,7 +238,7 @@ def summarize(out_dir: Path, *, failures: Sequence[Unreadable] = ()) -> Summary:
         median_score=fmt(float(statistics.median(scores)), 3) if scores else "—",
         problems=_problems(loaded, unreadable), checks=checks,
         students=tuple(_student_row(x) for x in loaded), **_figures(graded, checks),
-        similarity=_similarity(out_dir), contrast=class_medians(graded),
+        similarity=_similarity(out_dir), review=_review(loaded), contrast=class_medians(graded),
     )
 
 

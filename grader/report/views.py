@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Callable
 
 from grader.core.results import CheckResult, SubmissionResult
@@ -20,7 +21,7 @@ from grader.report.artifacts import artifact_path, load_overfit, load_train_eval
 from grader.report.collect import kind_of
 
 __all__ = ["STATUS_LABELS", "SECTIONS", "CheckView", "Total", "Banner", "ProvenanceView", "check_view", "total",
-           "banner", "provenance_view"]
+           "banner", "provenance_view", "withheld_ids"]
 
 STATUS_LABELS = {
     "passed": "passed", "failed": "failed", "error": "error", "timeout": "timed out",
@@ -184,10 +185,26 @@ class ProvenanceView:
     seeds: tuple[tuple[str, str], ...]
 
 
-def provenance_view(provenance: dict[str, Any]) -> ProvenanceView:
-    """The "what ran" box: durations per stage, device, versions, seeds, sandbox isolation."""
+def withheld_ids(checks: Sequence[CheckResult], *, released: bool) -> frozenset[str]:
+    """The ids of the checks whose details the page must not show: hidden ones always, after-due-date ones
+    before release."""
+    return frozenset(c.id for c in checks if c.visibility == "hidden"
+                     or (c.visibility == "after_due_date" and not released))
+
+
+def _of_withheld(name: str, withheld: frozenset[str]) -> bool:
+    """A seed or stage of a withheld check: its id, or ``<id>.<anything>`` (``full_training.retry``)."""
+    return name in withheld or name.split(".", 1)[0] in withheld
+
+
+def provenance_view(provenance: dict[str, Any], checks: Sequence[CheckResult] = (), *,
+                    released: bool = False) -> ProvenanceView:
+    """The "what ran" box: durations per stage, device, versions, seeds, sandbox isolation. Never a seed or a
+    stage of a withheld check (``withheld_ids``): a hidden seed lets a student compute its cases, a stage name
+    says a check ran, a ``.retry`` stage that a run landed just under the bar."""
+    withheld = withheld_ids(checks, released=released)
     durations = {str(k): v for k, v in (provenance.get("durations_s") or {}).items()
-                 if isinstance(v, (int, float))}
+                 if isinstance(v, (int, float)) and not _of_withheld(str(k), withheld)}
     sandbox = provenance.get("sandbox") or {}
     facts = [
         ("device", provenance.get("device")), ("grader", provenance.get("grader_version")),
@@ -202,7 +219,8 @@ def provenance_view(provenance: dict[str, Any]) -> ProvenanceView:
         durations=tuple((k, f"{v:.1f} s") for k, v in durations.items()),
         total_s=f"{sum(durations.values()):.1f} s" if durations else None,
         facts=tuple((label, str(value)) for label, value in facts if value not in (None, "")),
-        seeds=tuple((str(k), str(v)) for k, v in (provenance.get("seeds") or {}).items()),
+        seeds=tuple((str(k), str(v)) for k, v in (provenance.get("seeds") or {}).items()
+                    if not _of_withheld(str(k), withheld)),
     )
 
 
