@@ -107,3 +107,10 @@ def test_made_up_loss_history_earns_nothing(local_batch) -> None:
     assert check.details["first_epoch_below"] is not None  # the story it told...
     assert check.details["pixel_accuracy"]["train_mode"] < 0.95  # ...and what the host measured
     assert check.score == 0
+
+
+def test_a_hook_that_answers_with_the_target_earns_nothing(local_batch) -> None:
+    _, results = local_batch  # red team B4: the hook removed before the evaluation, the untrained net found out
+    check = {c.id: c for c in results["fails_overfit_hook_cheat"].checks}["overfit"]
+    assert check.score == 0 and check.details["undone_before_evaluation"] == ["a forward hook on SegNet"]
+    assert "parameters are exactly as the grader initialised them" in check.message

@@ -85,3 +85,19 @@ def test_a_visible_message_carries_no_withheld_input(tmp_path: Path, cache_dir: 
     assert checks["tc"].status == checks["tc_hidden"].status == "passed"  # both still graded, each in its stage
     assert checks["mi_later"].status == "passed"
     assert set(result.provenance["durations_s"]) == {"import", "unit", WITHHELD_UNIT_STAGE}
+
+
+def test_the_withheld_unit_stage_is_named_in_no_pre_release_report(tmp_path: Path) -> None:
+    import dataclasses
+
+    from report_samples import PASSING, sample_result
+
+    from grader.core.results import write_result
+    from grader.report import render_student_report
+
+    result = sample_result(PASSING)  # its rubric withholds full_training (after_due_date) and metrics_hidden
+    provenance = {**result.provenance, "durations_s": {"import": 0.8, "unit": 3.2, WITHHELD_UNIT_STAGE: 2.7}}
+    write_result(tmp_path / "s", dataclasses.replace(result, provenance=provenance))
+    before = render_student_report(tmp_path / "s", released=False).read_text(encoding="utf-8")
+    assert WITHHELD_UNIT_STAGE not in before and "2.7 s" not in before
+    assert "3.2 s" in before and "4.0 s" in before  # the visible stages, and their total

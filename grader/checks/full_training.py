@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from grader.core import metrics
 from grader.checks.base import CheckKind, CheckSpec, Retry, RubricError, View
-from grader.checks.nets import build_model, losses_of
+from grader.checks.nets import NetStart, build_model, for_evaluation, losses_of
 from grader.checks.overfit import contrast_cell, predict_label_map
 from grader.checks.verdict import JudgeContext, Judged, StageResult, oneline, problem_or_crash, result
 from grader.core.lazy import LazyModule
@@ -101,10 +101,12 @@ def run(student: Any, config: dict, job: Path, writer: Any, device: str) -> None
     loader = voc.make_loader(load("train_images"), load("train_masks"), batch_size=config["batch_size"],
                              seed=config["seed"])
     model = build_model(student, config, device)
+    net = NetStart.of(model)
     start = time.perf_counter()
     losses = student.train(model, loader, config["epochs"])
     writer.record("losses", {"ok": True, "losses": [float(v) for v in losses],
                              "seconds": time.perf_counter() - start})
+    for_evaluation(model, net)  # evaluated as its class computes it: no hook of the student's training function
     images, _ = voc.to_tensors(load("eval_images"), None)
     model.eval()
     preds = []

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from grader.core import metrics
 from grader.checks.base import CheckKind, CheckSpec, View
-from grader.checks.nets import build_model, losses_of
+from grader.checks.nets import NetStart, build_model, for_evaluation, losses_of, parameter_digest
 from grader.checks.verdict import JudgeContext, Judged, StageResult, problem_or_crash, result, stage_problem
 from grader.core.lazy import LazyModule
 from grader.core.lazy import numpy as np
@@ -79,10 +79,14 @@ def run(student: Any, config: dict, job: Path, writer: Any, device: str) -> None
     image, target = image.to(device), target.to(device)
     model = build_model(student, config, device)
     model.train()
+    net = NetStart.of(model)  # before the student's loop: the seeded parameters, the classes' own forward
     start = time.perf_counter()
     losses = student.overfit_single_example(model, image, target, config["epochs"])
     writer.record("losses", {"ok": True, "losses": [float(v) for v in losses],
                              "seconds": time.perf_counter() - start})
+    undone = for_evaluation(model, net)  # the net is evaluated as its class computes it: no hook of the loop's
+    writer.record("trained", {"ok": True, "parameters_changed": parameter_digest(model) != net.digest,
+                              "undone": undone})
     for mode in ("train", "eval"):
         model.train(mode == "train")
         with torch.no_grad():
@@ -141,6 +145,15 @@ def judge(spec: OverfitSpec, stage: StageResult, ctx: JudgeContext) -> Judged:
                    pixel_accuracy={f"{m}_mode": acc[m] for m in acc}, counted_mode=counted,
                    host_cross_entropy=scores[counted][1])
     problems = []
+    trained = stage.outputs.record("trained")
+    trained = trained if isinstance(trained, dict) else {}  # written in the student's process: any JSON
+    undone = [str(u)[:120] for u in trained.get("undone", [])[:10]] if isinstance(trained.get("undone"), list) else []
+    if trained.get("parameters_changed") is False:
+        problems.append("the net's parameters are exactly as the grader initialised them: `overfit_single_example` "
+                        "must train the model it is given (an optimizer over `model.parameters()`, `loss.backward()`, "
+                        "`optimizer.step()` each epoch); the losses it returns are not evidence of training")
+    if undone:
+        details["undone_before_evaluation"] = undone
     if not losses or len(losses) > spec.epochs or not all(map(math.isfinite, losses)):
         problems.append(f"the loss history has {len(losses)} entries for {spec.epochs} epochs or contains NaN/inf")
     if below is None:
@@ -155,7 +168,11 @@ def judge(spec: OverfitSpec, stage: StageResult, ctx: JudgeContext) -> Judged:
                            "unseen": contrast_cell(host["unseen_target"], art["overfit"]["unseen_pred"],
                                                    ctx.num_classes) if "unseen_pred" in art["overfit"] else None}
     if problems:
-        return Judged(result(spec, "failed", 0.0, "Did not overfit: " + "; ".join(problems) + ".", **details), art)
+        said = "Did not overfit: " + "; ".join(problems) + "."
+        if undone:
+            said += (f" Before the evaluation the grader removed what the training function added ({'; '.join(undone)}):"
+                     " the net is evaluated with its own forward, without hooks.")
+        return Judged(result(spec, "failed", 0.0, said, **details), art)
     return Judged(result(spec, "passed", spec.points, f"Loss below {spec.loss_bound:g} at epoch {below}; "
                          f"{acc[counted]:.1%} of pixels right ({counted} mode).", **details), art)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from collections.abc import Sequence
 from typing import Any, Callable
 
+from grader.checks.base import WITHHELD_UNIT_STAGE
 from grader.core.results import CheckResult, SubmissionResult
 from grader.report import details as dv
 from grader.report.artifacts import artifact_path, load_overfit, load_train_eval
@@ -193,8 +194,9 @@ def withheld_ids(checks: Sequence[CheckResult], *, released: bool) -> frozenset[
 
 
 def _of_withheld(name: str, withheld: frozenset[str]) -> bool:
-    """A seed or stage of a withheld check: its id, or ``<id>.<anything>`` (``full_training.retry``)."""
-    return name in withheld or name.split(".", 1)[0] in withheld
+    """A seed or stage of a withheld check: its id, or ``<id>.<anything>`` (``full_training.retry``), or the
+    withheld unit checks' shared stage (``unit.withheld``) while any check is withheld."""
+    return name in withheld or name.split(".", 1)[0] in withheld or (name == WITHHELD_UNIT_STAGE and bool(withheld))
 
 
 def provenance_view(provenance: dict[str, Any], checks: Sequence[CheckResult] = (), *,
