@@ -3,7 +3,8 @@ class medians on the index.
 
 Rows: the overfit net (trained on ONE example) and the fully-trained net; columns: that example (seen by the
 overfit net) and the first image of the evaluation split (seen by neither in training). Each cell: image,
-ground truth, prediction, pixel accuracy and mIoU, all computed on the host from label maps the sandbox
+ground truth (never of the evaluation image: its labels stay on the host), prediction, pixel accuracy and mIoU,
+all computed on the host from label maps the sandbox
 returned (``grader.checks.overfit`` / ``full_training`` store them in ``details["contrast"]`` and their artefacts).
 
 Visibility, as for the checks themselves: a row is shown only when its check is (``visible``, or
@@ -99,7 +100,8 @@ def _cell(check: CheckResult, kind: str, artifact: str, column: str, student_dir
     if triple is not None:
         from grader.report import plots  # matplotlib, imported only when something is drawn
 
-        png = plots.segmentation_rows([(*triple, "")])
+        image, target, pred = triple  # the unseen column is an evaluation image: its prediction only, no labels
+        png = plots.segmentation_rows([(image, None if column == "unseen" else target, pred, "")])
     return Cell(pixel_accuracy=_percent(numbers["pixel_accuracy"]), miou=_fmt(numbers["miou"]), png=png)
 
 

@@ -191,8 +191,10 @@ def _extremes(artifact: TrainEvalArtifact | None, names: list[str]) -> tuple[str
     order = np.argsort(miou, kind="stable")
     k = min(3, len(order))
 
-    def rows(indices: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, str]]:
-        return [(artifact.images[i], artifact.targets[i], artifact.preds[i],
+    def rows(indices: np.ndarray) -> list[tuple[np.ndarray, None, np.ndarray, str]]:
+        # evaluation images: the prediction only; their labels stay on the host (a class pooling released
+        # reports would otherwise rebuild the evaluation split's masks)
+        return [(artifact.images[i], None, artifact.preds[i],
                  f"#{i}  mIoU {fmt(float(artifact.per_image_miou[i]), 3)}") for i in indices]
 
     worst = plots.segmentation_rows(rows(order[:k]), class_names=names)

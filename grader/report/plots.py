@@ -93,24 +93,28 @@ def _show_mask(ax: Axes, mask: np.ndarray) -> None:
         ax.contourf(void.astype(float), levels=[0.5, 1.5], colors="none", hatches=["////"])
 
 
-def segmentation_rows(rows: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, str]], *,
+def segmentation_rows(rows: Sequence[tuple[np.ndarray, np.ndarray | None, np.ndarray, str]], *,
                       class_names: Sequence[str] = VOC_CLASSES) -> str:
     """One row per example: image | ground truth | prediction, masks in the VOC palette, one legend.
 
-    ``rows`` holds (image uint8 (3, H, W), target (H, W), pred (H, W), row caption).
+    ``rows`` holds (image uint8 (3, H, W), target (H, W), pred (H, W), row caption). A target None (an evaluation
+    image: its labels never leave the host) draws image | prediction only.
     """
     n = len(rows)
-    handles = _legend_handles([m for row in rows for m in (row[1], row[2])], class_names)
+    truth = all(row[1] is not None for row in rows)
+    handles = _legend_handles([m for row in rows for m in ((row[1], row[2]) if truth else (row[2],))], class_names)
     columns = 5
     legend_in = 0.2 * math.ceil(len(handles) / columns) + 0.15  # inches reserved under the images
     height = 2.2 * n + 0.35 + legend_in
     fig = Figure(figsize=(7.2, height))
-    axes = fig.subplots(n, 3, squeeze=False)
+    heads = ("image", "ground truth", "prediction") if truth else ("image", "prediction")
+    axes = fig.subplots(n, len(heads), squeeze=False)
     for r, (image, target, pred, caption) in enumerate(rows):
         axes[r, 0].imshow(np.transpose(np.asarray(image, dtype=np.uint8), (1, 2, 0)), interpolation="nearest")
-        _show_mask(axes[r, 1], target)
-        _show_mask(axes[r, 2], pred)
-        for c, head in enumerate(("image", "ground truth", "prediction")):
+        if truth:
+            _show_mask(axes[r, 1], target)
+        _show_mask(axes[r, len(heads) - 1], pred)
+        for c, head in enumerate(heads):
             axes[r, c].set_xticks([])
             axes[r, c].set_yticks([])
             if r == 0:  # column heads once, captions name each row
