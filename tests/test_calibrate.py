@@ -37,7 +37,7 @@ def _runs(*mious: float | None) -> list[CalibrationRun]:
 # ---- the suggested bar: a pure function --------------------------------------------------------------------
 
 def test_the_bar_is_the_lowest_honest_run_minus_the_margin_rounded_down() -> None:
-    # bench/README's dev figures: reference 0.893-0.921, ada 0.654-0.725, ben 0.876-0.886
+    # generator 1's bench figures (bench/README history): reference 0.893-0.921, ada 0.654-0.725, ben 0.876-0.886
     assert propose_bar(_runs(0.893, 0.921, 0.654, 0.725, 0.876), floor=0.1094, margin=0.05) == 0.6
     assert propose_bar(_runs(0.55), floor=0.1, margin=0.05, step=0.05) == 0.5  # 0.5 / 0.05 is 9.999...: still 0.5
     assert propose_bar(_runs(0.6399), floor=0.1, margin=0.0) == 0.63  # rounded down to 0.01 by default
