@@ -9,8 +9,9 @@ grades a one-bug mutant of each):
 - padding cropped from every side (not only the bottom/right): >= 50 % (padding > 0 in 2 of 3 random cases);
 - output_padding kept at the bottom/right (as extra rows/columns): >= 40 % (every other random case);
 - bias added per output channel: >= 40 % (3 of 5 random cases);
-- by hand: a call that reaches a forbidden operation (``forbidden``, default: the built-in transpose
-  convolution, nn.ConvTranspose*, interpolate / upsample*, convolution_backward) loses 100 %
+- by hand: a call that reaches a forbidden operation (``forbidden``, default ``DEFAULT_TRANSPOSE_CONV``: every
+  transposed or slow convolution kernel under any name, nn.ConvTranspose*, interpolation / upsampling, every
+  convolution backward), or works around the recorder (another thread, its modes switched off), loses 100 %
   (``on_forbidden: zero``; ``flag`` keeps the score and says what was detected).
 
 Strides > 1 (3 of 4 random cases) and several input channels (3 of 4) are covered too.
