@@ -9,7 +9,7 @@
     grader handout --out KIT     # staff: the student kit (public checks, no solution; `pip install KIT`)
     grader rotate-key [--cache-dir D]   # staff, once per term: a new evaluation split (the old key kept aside)
     grader report DIR            # re-render the HTML and exports from DIR/*/result.json
-    grader similarity DIR [--from PATH...]   # staff: similar pairs of DIR's graded submissions (copydetect)
+    grader similarity DIR [--from PATH...]   # staff: similar pairs of DIR's graded submissions
     grader export canvas DIR --assignment "Title (id)" [--roster gradebook.csv]   # staff: final grades for Canvas
     grader release DIR --out FOLDER    # staff: each student's released report, one HTML file per LMS id
     grader weights add FILE... | fetch | list   # staff: the pretrained weights students may load
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--rubric", type=Path, default=None,
                         help="apply this rubric's late: policy (and record it in DIR); default: the one recorded")
     gradebook_command.add_layer_options(report)
-    similar = sub.add_parser("similarity", help="staff: compare DIR's graded submissions pairwise (copydetect)")
+    similar = sub.add_parser("similarity", help="staff: compare DIR's graded submissions pairwise (normalised code fingerprints)")
     similar.add_argument("dir", type=Path)
     similar.add_argument("--from", dest="sources", nargs="+", type=Path, default=[],
                          help="the submissions DIR was graded from: code for students whose copy is missing")
@@ -172,13 +172,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     with Progress(enabled=not args.quiet) as progress:
         result, page = api.check(args.path, out_dir=args.out, progress=progress, **_engine(args))
     print_result(result)
-    print(f"\nFull report: {page}")
-    return 0 if result.status != "infrastructure_error" else 3
-
     isolation = str(result.provenance.get("sandbox", {}).get("isolation", ""))
     if "NOT isolated" in isolation:  # only `check` may run so (confine.py): the student must know
         print(f"\nNOTE: your code ran WITHOUT the sandbox here: {isolation.partition('NOT isolated: ')[2].partition(';')[0]}"
               " (staff grading always confines it).")
+    print(f"\nFull report: {page}")
+    return 0 if result.status != "infrastructure_error" else 3
+
 
 def cmd_selftest(args: argparse.Namespace) -> int:
     with Progress(enabled=not args.quiet) as progress:

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from grader.data.shapes import default_cache_dir
+from grader.data.evalsecret import default_cache_dir
 from grader.rubric import RubricError, load_rubric
 from grader.weights.store import WeightsError, add, fetch, status
 
