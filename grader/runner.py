@@ -34,6 +34,7 @@ import numpy as np
 from grader.checks import KINDS, STUDENT_NAMES
 from grader.checks.base import UNIT_STAGES
 from grader.core.nonetwork import explain as explain_no_network
+from grader.checks import integrity
 from grader.checks.forbidden import OpRecorder, install_guards
 from grader.sandbox.base import DEVICE_LINE, GPU_SHARE_ENV, GPU_SHARE_LINE
 
@@ -80,7 +81,7 @@ def _error(exc: BaseException) -> dict[str, Any]:
 
 
 def run_stage(student: Any, stage: str, stages: dict, job: Path, writer: StageWriter, device: str,
-              arrays: dict[str, Any] | None = None) -> None:
+              arrays: dict[str, Any] | None = None, tampered: Any = None) -> None:
     """``import``: which API names exist; ``unit`` / ``unit.withheld``: that stage's unit checks' cases (their
     input ``arrays`` by job path, read before the import: ``unseal``); else the check named ``stage``."""
     if stage == "import":
@@ -90,8 +91,8 @@ def run_stage(student: Any, stage: str, stages: dict, job: Path, writer: StageWr
         return
     configs = stages[stage]["checks"] if stage in UNIT_STAGES else [stages[stage]]
     for config in configs:
-        KINDS[config["kind"]].run(student, {**config, "loaded": arrays} if arrays is not None else config, job,
-                                  writer, device)
+        extra = {**({"loaded": arrays} if arrays is not None else {}), **({"tampered": tampered} if tampered else {})}
+        KINDS[config["kind"]].run(student, {**config, **extra}, job, writer, device)
 
 
 # ---- the unit cases, out of reach while the student's module is imported ------------------------------------
@@ -263,8 +264,11 @@ def main(argv: list[str] | None = None) -> int:
     sys.argv = ["segmentation.py"]  # the student's code must not learn the out folder from argv
     guarded = args.stage in UNIT_STAGES and any(c.get("record_ops")
                                                  for c in config["stages"].get(args.stage, {}).get("checks", []))
+    tampered = None
     if guarded:  # only where a guarded call runs: a training stage's torch (torch.compile ...) stays untouched
         install_guards()
+        tampered = integrity.snapshot()  # the grader's own code, before the student's can touch it
+    stage_runner, write = run_stage, writer.record  # bound before the import, like the check above
     recorder = OpRecorder(operators=False) if guarded else None  # torch functions and modules: a notebook's
     # training cell at import stays near full speed (the operator level costs ~10 ms a small call: bench/recorder.py)
     try:
@@ -279,11 +283,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage in UNIT_STAGES:
         writer.record("import_ops", {"ok": True, "seal": seal, **(recorder.record() if recorder else {})})
     try:
-        run_stage(student, args.stage, config["stages"], job, writer, device,
-                  unseal(fd, config["stages"], args.stage))
+        stage_runner(student, args.stage, config["stages"], job, writer, device,
+                     unseal(fd, config["stages"], args.stage), tampered)
     except Exception as exc:
         writer.record("stage_error", _error(exc))
         return 4
+    finally:
+        if tampered is not None:  # always, in a guarded stage: its absence after a clean exit is a finding too
+            write("integrity", {"ok": True, "changed": tampered()})
     return 0
 
 

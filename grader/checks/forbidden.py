@@ -184,12 +184,17 @@ def _note(what: str) -> None:
 
 
 def _from_trusted_code() -> bool:
-    """True when the caller two frames up is torch's own code or the grader's (they pop modes internally)."""
+    """True when the caller two frames up is torch's own code or the grader's (they pop modes internally): its
+    file lies there AND its globals are a loaded torch or grader module's own (code compiled under torch's file
+    name into the student's namespace is not torch's)."""
     try:
-        filename = sys._getframe(2).f_code.co_filename
+        frame = sys._getframe(2)
     except ValueError:
         return False
-    return filename.startswith(_TRUSTED_DIRS)
+    name = frame.f_globals.get("__name__")
+    module = sys.modules.get(name) if isinstance(name, str) else None
+    return (frame.f_code.co_filename.startswith(_TRUSTED_DIRS) and module is not None
+            and getattr(module, "__dict__", None) is frame.f_globals and name.split(".")[0] in ("torch", "grader"))
 
 
 _TRUSTED_DIRS: tuple[str, ...] = ()

@@ -87,6 +87,8 @@ def run_cases(student: Any, config: dict, job: Path, writer: Any, device: str) -
     The inputs come from ``config["loaded"]`` (read by the runner before the import, ``grader.runner.seal_cases``:
     the job's files are sealed by then), else from the job folder."""
     loaded = config.get("loaded")
+    tampered = config.get("tampered") or (lambda: [])  # grader.checks.integrity, snapshot before the import
+    record = ops.OpRecorder.record  # bound before any student call
     for case in config["cases"]:
         fn = getattr(student, case["function"], None)
         if fn is None:
@@ -100,7 +102,9 @@ def run_cases(student: Any, config: dict, job: Path, writer: Any, device: str) -
             else:
                 with recorder:
                     value = fn(*args, *case["args"], **case["kwargs"])
-            seen = recorder.record() if recorder is not None else {}
+            seen = record(recorder) if recorder is not None else {}
+            if recorder is not None and (changes := tampered()):
+                seen = {**seen, "ops": [*seen.get("ops", []), *(f"guard:grader code replaced ({c})" for c in changes)]}
             if isinstance(value, torch.Tensor) and value.ndim > 0 or isinstance(value, np.ndarray):
                 writer.record(case["id"], {"ok": True, "kind": "array", "file": writer.array(case["id"], value),
                                            **seen})
@@ -166,9 +170,23 @@ def judge_cases(spec: UnitSpec, stage: StageResult, ctx: JudgeContext, *, hint: 
                 failures.append((case, info))
     if missing == len(cases) and (problem := stage_problem(spec, stage) or crashed(spec, stage)):
         return Judged(problem)
+    if getattr(spec, "forbidden", ()) and (changed := _grader_code_changed(stage)):
+        hits["integrity"] = [f"guard:grader code replaced ({c})" for c in changed]
     verdict = _verdict(spec, stage, cases, failures, missing, hint)
     verdict = _forbidden_verdict(spec, verdict, hits, cases) if hits else verdict
     return Judged(_import_flag(spec, verdict, stage))
+
+
+def _grader_code_changed(stage: StageResult) -> list[str]:
+    """What the guarded stage's integrity record (``grader.checks.integrity``, written by the runner) says the
+    student's code replaced of the grader's; a stage that exited cleanly without the record replaced its writer."""
+    rec = stage.outputs.record("integrity")
+    if not isinstance(rec, dict):
+        return ["the integrity record is missing"] if stage.run.exit_code == 0 and not stage.run.timed_out else []
+    changed = rec.get("changed")
+    if not isinstance(changed, list):
+        return ["the integrity record is malformed"]
+    return [str(c)[:120] for c in changed[:10]]
 
 
 def _import_flag(spec: UnitSpec, verdict: CheckResult, stage: StageResult) -> CheckResult:
