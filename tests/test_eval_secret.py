@@ -206,9 +206,10 @@ def test_a_train_that_regenerates_the_eval_labels_scores_the_floor(tmp_path: Pat
                          options=GradeOptions(out_dir=tmp_path / "out", cache_dir=cache_dir))
     check = {c.id: c for c in result.checks}["full_training"]
     assert "miou" in check.details, f"{check.status}: {check.message}"
-    # exactly the floor: its net answered every image with background, so it found no image to copy (an
-    # untrained net, i.e. no generator at all, lands far below the floor instead)
-    assert check.details["miou"] == pytest.approx(check.details["floor"]), check.message
+    # at most the floor: its hook answers every image with background (no regenerated image matches the
+    # secret split), and the grader now also removes hooks before it evaluates (red team B4), which leaves the
+    # untrained net, below the floor
+    assert check.details["miou"] <= check.details["floor"] + 1e-9, check.message
     assert check.score == 0 and check.status == "failed"
     assert {c.id: c.status for c in result.checks}["model_shapes"] == "passed"  # it was really judged
 

@@ -32,7 +32,7 @@ __all__ = ["DEFAULT_TRANSPOSE_CONV", "OpRecorder", "detected", "describe", "inst
 
 # Matched anywhere in a name (``tests/test_forbidden_names.py`` checks every op of the installed torch whose
 # name holds "conv" against these and an explicit allow-list of plain forward convolutions).
-DEFAULT_TRANSPOSE_CONV = ("conv*transpose", "slow_conv", "thnn_conv", "conv*backward", "conv*d_input",
+DEFAULT_TRANSPOSE_CONV = ("conv*transpose", "slow_conv", "thnn_conv", "conv*backward", "conv*d_input", "deform_conv",
                           "interpolate", "upsampl")
 MAX_NAMES = 512  # distinct names kept per call; a case's record stays small (the stage JSON is rewritten per case)
 _LEVELS = {"torch": "torch function", "aten": "ATen operator", "module": "nn module", "guard": "recorder worked around"}

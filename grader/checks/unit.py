@@ -170,19 +170,21 @@ def judge_cases(spec: UnitSpec, stage: StageResult, ctx: JudgeContext, *, hint: 
                 failures.append((case, info))
     if missing == len(cases) and (problem := stage_problem(spec, stage) or crashed(spec, stage)):
         return Judged(problem)
-    if getattr(spec, "forbidden", ()) and (changed := _grader_code_changed(stage)):
+    if getattr(spec, "forbidden", ()) and (changed := _grader_code_changed(stage, complete=not missing)):
         hits["integrity"] = [f"guard:grader code replaced ({c})" for c in changed]
     verdict = _verdict(spec, stage, cases, failures, missing, hint)
     verdict = _forbidden_verdict(spec, verdict, hits, cases) if hits else verdict
     return Judged(_import_flag(spec, verdict, stage))
 
 
-def _grader_code_changed(stage: StageResult) -> list[str]:
+def _grader_code_changed(stage: StageResult, *, complete: bool) -> list[str]:
     """What the guarded stage's integrity record (``grader.checks.integrity``, written by the runner) says the
-    student's code replaced of the grader's; a stage that exited cleanly without the record replaced its writer."""
+    student's code replaced of the grader's; a stage that ran every case and exited cleanly without the record
+    replaced its writer (one that stopped early, a crash or a timeout, is judged by its missing cases)."""
     rec = stage.outputs.record("integrity")
     if not isinstance(rec, dict):
-        return ["the integrity record is missing"] if stage.run.exit_code == 0 and not stage.run.timed_out else []
+        clean = complete and stage.run.exit_code == 0 and not stage.run.timed_out
+        return ["the integrity record is missing"] if clean else []
     changed = rec.get("changed")
     if not isinstance(changed, list):
         return ["the integrity record is malformed"]
