@@ -21,7 +21,7 @@ from grader.gradebook.book import Gradebook
 from grader.gradebook.csvfile import GradebookError, read_rows, write_rows
 
 __all__ = ["IDENTITY", "POINTS_POSSIBLE", "Export", "assignment_column", "read_roster", "write_canvas", "score_cell",
-           "no_grade"]
+           "score_cells", "write_unmatched", "no_grade"]
 
 IDENTITY = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")
 POINTS_POSSIBLE = "    Points Possible"
@@ -72,6 +72,25 @@ def score_cell(grade: FinalGrade | None, *, missing: str) -> str:
     return f"{grade.final:.2f}".rstrip("0").rstrip(".")
 
 
+def score_cells(book: Gradebook, people: list[dict], key: str, by_key: dict[str, str], *,
+                missing: str) -> tuple[list[str], int]:
+    """Each roster person's score cell (``person[key]`` looked up in ``by_key``: LMS id -> folder name), and how
+    many of them hold a grade."""
+    cells, graded = [], 0
+    for person in people:
+        student = by_key.get(person[key])
+        grade = book.grades.get(student) if student else None
+        cell = score_cell(grade, missing=missing)
+        graded += cell != "" and grade is not None
+        cells.append(cell)
+    return cells, graded
+
+
+def write_unmatched(out: str | Path, unmatched: list[tuple[str, str]]) -> Path | None:
+    """``<out>.unmatched.csv`` (student, reason) when any student matched no roster row, else None."""
+    return write_rows(Path(out).with_suffix(".unmatched.csv"), ["student", "reason"], unmatched) if unmatched else None
+
+
 def _matches(book: Gradebook) -> tuple[dict[str, str], list[tuple[str, str]]]:
     """Canvas user id -> folder name, and the results that carry none."""
     by_uid: dict[str, str] = {}
@@ -101,18 +120,11 @@ def write_canvas(book: Gradebook, *, assignment: str, out: Path, roster: Path | 
     unmatched += [(s, f"Canvas user id {uid} is not in the roster {roster}") for uid, s in sorted(by_uid.items())
                   if uid not in listed]
     top = max((r.max_score for r in book.results.values()), default=0.0)
-    rows, graded = [], 0
-    for person in people:
-        student = by_uid.get(person["ID"])
-        grade = book.grades.get(student) if student else None
-        cell = score_cell(grade, missing=missing)
-        graded += cell != "" and grade is not None
-        rows.append([*(person[c] for c in IDENTITY), cell])
+    cells, graded = score_cells(book, people, "ID", by_uid, missing=missing)
+    rows = [[*(person[c] for c in IDENTITY), cell] for person, cell in zip(people, cells)]
     head = [[POINTS_POSSIBLE, "", "", "", "", f"{top:g}"]] if points_possible else []
     path = write_rows(out, [*IDENTITY, column], [*head, *rows])
-    extra = None
-    if unmatched:
-        extra = write_rows(Path(out).with_suffix(".unmatched.csv"), ["student", "reason"], unmatched)
+    extra = write_unmatched(out, unmatched)
     return Export(path, len(rows), graded, tuple(unmatched), extra, no_grade(book, set(by_uid.values())))
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from grader.gradebook import identity
 from grader.gradebook.book import Gradebook
-from grader.gradebook.canvas import Export, no_grade, score_cell
+from grader.gradebook.canvas import Export, no_grade, score_cells, write_unmatched
 from grader.gradebook.csvfile import GradebookError, read_rows, write_rows
 
 __all__ = ["KEYS", "write_generic"]
@@ -55,15 +55,10 @@ def write_generic(book: Gradebook, *, key: str, out: Path, roster: Path | None =
     listed = {p["key"] for p in people}
     unmatched += [(s, f"{key} {v} is not in the roster {roster}") for v, s in by_key.items() if v not in listed]
     top = max((r.max_score for r in book.results.values()), default=0.0)
-    rows, graded = [], 0
-    for person in people:
-        student = by_key.get(person["key"])
-        grade = book.grades.get(student) if student else None
-        cell = score_cell(grade, missing=missing)
-        graded += cell != "" and grade is not None
-        rows.append([person["Name"], person["Email"], person["SID"], cell, f"{top:g}"])
+    cells, graded = score_cells(book, people, "key", by_key, missing=missing)
+    rows = [[person["Name"], person["Email"], person["SID"], cell, f"{top:g}"] for person, cell in zip(people, cells)]
     path = write_rows(out, HEADER, rows)
-    extra = write_rows(Path(out).with_suffix(".unmatched.csv"), ["student", "reason"], unmatched) if unmatched else None
+    extra = write_unmatched(out, unmatched)
     return Export(path, len(rows), graded, tuple(unmatched), extra, no_grade(book, set(by_key.values())))
 
 
