@@ -10,7 +10,6 @@ into fresh venvs, a real pty; nothing mocked.
 """
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import json
 import os
@@ -25,17 +24,10 @@ import pytest
 
 from grader.kit.handout import build_kit
 from grader.rubric import parse_rubric
-from venvs import (REPO, USER_UID, base_python, become_user, checkout_copy, fresh_venv, open_for_user, pip_install,
-                   user_env, user_home, user_view)
+from venvs import (REPO, UNIT_RUBRIC, USER_UID, base_python, become_user, checkout_copy, fresh_venv, open_for_user,
+                   pip_install, user_env, user_home, user_view, without_sys_admin)
 
 ROOT = os.getuid() == 0
-UNIT_RUBRIC = """\
-assignment: one unit check
-threads: 1
-budgets: {import: {timeout_s: 60}, unit: {timeout_s: 60}}
-checks:
-  - {id: bilinear_kernel, kind: bilinear_kernel, name: Bilinear kernel, points: 2}
-"""
 # The kit's: two torch threads (OpenMP) and a net, as the real rubric has: the old fall-open path had unshared
 # the PID namespace, after which no thread can be created ("no output (the stage stopped)" for SegNet).
 KIT_RUBRIC = UNIT_RUBRIC.replace("threads: 1", "threads: 2") + \
@@ -63,7 +55,6 @@ _shown = sorted(_os.listdir(_os.path.dirname(_grader.__file__)))
 if [n for n in _shown if n in ("intake", "data", "job", "batch", "kit", "report", "rubric.py", "cli.py")]:
     raise RuntimeError(f"host-only grader modules are visible: {_shown}")
 '''
-PR_CAPBSET_DROP, CAP_SYS_ADMIN = 24, 21
 
 
 def _submission(where: Path, prelude: str) -> Path:
@@ -130,25 +121,19 @@ def test_a_stage_cannot_reach_the_terminal_of_a_ta_running_as_an_ordinary_user(t
     assert "in a user namespace" in isolation and "no terminal of the host" in isolation, isolation
 
 
-def _without_sys_admin() -> None:
-    """Root without CAP_SYS_ADMIN (as in a default container): unshare() answers EPERM."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    assert libc.prctl(PR_CAPBSET_DROP, CAP_SYS_ADMIN, 0, 0, 0) == 0
-
-
 @pytest.mark.skipif(not ROOT, reason="drops a capability from root's bounding set")
 def test_a_staff_batch_never_grades_unconfined_only_a_self_check_does_and_says_so(tmp_path: Path) -> None:
     sub = _submission(tmp_path / "bob", "")
     (tmp_path / "unit.yaml").write_text(UNIT_RUBRIC)
     common = [str(sub), "-q", "--rubric", str(tmp_path / "unit.yaml"), "--cache-dir", str(tmp_path / "cache")]
     graded = subprocess.run([sys.executable, "-m", "grader", "grade", *common, "--out", str(tmp_path / "staff")],
-                            preexec_fn=_without_sys_admin, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+                            preexec_fn=without_sys_admin, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert graded.returncode == 3, graded.stdout + graded.stderr
     result = _result(tmp_path / "staff")
     assert result["status"] == "infrastructure_error" and result["score"] == 0
     assert "could not confine the stage" in result["message"] and "kernel refused namespaces" in result["message"]
     checked = subprocess.run([sys.executable, "-m", "grader", "check", *common, "--out", str(tmp_path / "self")],
-                             preexec_fn=_without_sys_admin, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+                             preexec_fn=without_sys_admin, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "2 / 2 points" in checked.stdout and "ran WITHOUT the sandbox" in checked.stdout
     assert "NOT isolated: the kernel refused namespaces" in _result(tmp_path / "self")["provenance"]["sandbox"][

@@ -3,7 +3,6 @@ graded, its stage as its own uid, and only the staff-side provenance says it was
 in the same place fails closed (tests/test_confinement.py)."""
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
@@ -13,19 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from venvs import UNIT_RUBRIC, without_sys_admin
+
 REPO = Path(__file__).resolve().parent.parent
-UNIT_RUBRIC = """\
-assignment: one unit check
-threads: 1
-budgets: {import: {timeout_s: 60}, unit: {timeout_s: 60}}
-checks:
-  - {id: bilinear_kernel, kind: bilinear_kernel, name: Bilinear kernel, points: 2}
-"""
-
-
-def _as_in_docker() -> None:
-    """Root without CAP_SYS_ADMIN, as Docker's default: unshare() answers EPERM."""
-    assert ctypes.CDLL(None, use_errno=True).prctl(24, 21, 0, 0, 0) == 0  # PR_CAPBSET_DROP, CAP_SYS_ADMIN
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="drops a capability from root's bounding set")
@@ -36,7 +25,7 @@ def test_gradescope_mode_grades_where_the_container_refuses_namespaces(tmp_path:
     (tmp_path / "unit.yaml").write_text(UNIT_RUBRIC)
     proc = subprocess.run([sys.executable, "-m", "grader", "grade", "--gradescope", "--gradescope-root", str(root),
                            "--rubric", str(tmp_path / "unit.yaml"), "--cache-dir", str(tmp_path / "cache"), "-q"],
-                          preexec_fn=_as_in_docker, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+                          preexec_fn=without_sys_admin, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads((root / "results" / "results.json").read_text())
     assert data["score"] == 2

@@ -12,17 +12,11 @@ from pathlib import Path
 import pytest
 
 from grader.sandbox import jail
-from venvs import USER_UID, base_python, become_user, fresh_venv, open_for_user, user_env, user_home, user_view
+from venvs import (UNIT_RUBRIC, USER_UID, base_python, become_user, fresh_venv, open_for_user, user_env, user_home,
+                   user_view)
 
 ROOT = os.getuid() == 0
 REPO = Path(__file__).resolve().parent.parent
-UNIT_RUBRIC = """\
-assignment: one unit check
-threads: 1
-budgets: {import: {timeout_s: 60}, unit: {timeout_s: 60}}
-checks:
-  - {id: bilinear_kernel, kind: bilinear_kernel, name: Bilinear kernel, points: 2}
-"""
 # At import: the classic chroot walk-out, a mount and a new namespace; each outcome written to a host folder
 # (reachable only after an escape) and into the module, which a check's message then shows.
 ESCAPE = '''\

@@ -118,3 +118,19 @@ def become_user(home: Path) -> Callable[[], None]:
 
 def user_env(home: Path) -> dict[str, str]:
     return {"HOME": str(home), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+
+
+# One unit check under short budgets: what the confinement tests grade (real stages, seconds each).
+UNIT_RUBRIC = """\
+assignment: one unit check
+threads: 1
+budgets: {import: {timeout_s: 60}, unit: {timeout_s: 60}}
+checks:
+  - {id: bilinear_kernel, kind: bilinear_kernel, name: Bilinear kernel, points: 2}
+"""
+PR_CAPBSET_DROP, CAP_SYS_ADMIN = 24, 21
+
+
+def without_sys_admin() -> None:
+    """A preexec_fn: root without CAP_SYS_ADMIN (as in Docker's default), so unshare() answers EPERM."""
+    assert ctypes.CDLL(None, use_errno=True).prctl(PR_CAPBSET_DROP, CAP_SYS_ADMIN, 0, 0, 0) == 0
