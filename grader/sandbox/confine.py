@@ -266,8 +266,9 @@ def confine(cfg: dict) -> None:
         except OSError as exc:
             _fail(f"dropping the stage's capabilities failed: {exc}")
         notes.append("no capabilities (root of its user namespace only)")
-    if jail.capabilities_now().get("CapEff") or jail.capabilities_now().get("CapPrm"):
-        _fail(f"the stage still holds capabilities: {jail.capabilities_now()}")
+    caps = jail.capabilities_now()
+    if caps.get("CapEff") or caps.get("CapPrm"):
+        _fail(f"the stage still holds capabilities: {caps}")
     notes.append(_fresh_keyrings(root and cfg.get("uid") in SUBMISSION_UIDS))
     set_parent_death_signal(signal.SIGKILL)  # again: changing the uid cleared it
     prctl(PR_SET_NO_NEW_PRIVS, 1)
