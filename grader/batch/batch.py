@@ -43,11 +43,10 @@ class GradeOptions:
     single: bool = False  # each path is one student's own upload, never read as a class export (Gradescope)
 
 
-def _cached(student_dir: Path, sub: Submission, rubric: Rubric) -> SubmissionResult | None:
-    """A finished result for the same submission bytes, rubric and grader version, else None."""
-    try:
-        old = read_result(student_dir / "result.json")
-    except (OSError, ValueError, KeyError, TypeError):
+def _cached(old: SubmissionResult | None, sub: Submission, rubric: Rubric) -> SubmissionResult | None:
+    """``old`` (the output folder's result for this student) when it is finished and for the same submission
+    bytes, rubric and grader version, else None."""
+    if old is None:
         return None
     prov = old.provenance
     same = (prov.get("submission_hash") == sub.content_hash and prov.get("rubric_hash") == rubric.source_hash
@@ -55,19 +54,30 @@ def _cached(student_dir: Path, sub: Submission, rubric: Rubric) -> SubmissionRes
     return old if same and old.status != "infrastructure_error" else None
 
 
-def known_owners(out: Path) -> dict[str, str]:
+def existing_results(out: Path) -> dict[str, SubmissionResult | None]:
+    """Every student folder's result.json in the output folder, read once (None: unreadable)."""
+    found: dict[str, SubmissionResult | None] = {}
+    for result_file in sorted(out.glob("*/result.json")):
+        try:
+            found[result_file.parent.name] = read_result(result_file)
+        except (OSError, ValueError, KeyError, TypeError):
+            found[result_file.parent.name] = None
+    return found
+
+
+def owners_of(existing: dict[str, SubmissionResult | None]) -> dict[str, str]:
     """The ids already in the output folder -> who they belong to (intake's ``owner``; a result from before
     owners were recorded belongs to the name it has), so that a batch never hands an id to someone else."""
     owners = {}
-    for result_file in sorted(out.glob("*/result.json")):
-        try:
-            identity = read_result(result_file).provenance.get("identity")
-        except (OSError, ValueError, KeyError, TypeError):
-            identity = None
+    for student, result in existing.items():
+        identity = result.provenance.get("identity") if result is not None else None
         owner = identity.get("owner") if isinstance(identity, dict) else None
-        owners[result_file.parent.name] = owner if isinstance(owner, str) and owner else \
-            f"name:{result_file.parent.name}"
+        owners[student] = owner if isinstance(owner, str) and owner else f"name:{student}"
     return owners
+
+
+def known_owners(out: Path) -> dict[str, str]:
+    return owners_of(existing_results(out))
 
 
 def grade_all(paths: Sequence[Path], *, rubric: Rubric, sandbox: SandboxSource,
@@ -96,11 +106,12 @@ def grade_all(paths: Sequence[Path], *, rubric: Rubric, sandbox: SandboxSource,
 
     try:
         with aborting_on_signals(abort):
+            existing = existing_results(out)
             entries = discover([Path(p) for p in paths], workdir=scratch / "intake", single=options.single,
-                               known=known_owners(out))
+                               known=owners_of(existing))
             if options.on_total:
                 options.on_total(len(entries))
-            results, todo = _settled(entries, rubric, out, options)
+            results, todo = _settled(entries, rubric, out, options, existing)
             if todo:
                 results += _grade_fresh(todo, rubric, sandbox, make_engine, options, scratch, abort)
     finally:
@@ -123,15 +134,15 @@ def _grade_fresh(todo: list[Submission], rubric: Rubric, sandbox: SandboxSource,
                        progress=options.progress, on_begin=options.on_begin)
 
 
-def _settled(entries: list, rubric: Rubric, out: Path,
-             options: GradeOptions) -> tuple[list[SubmissionResult], list[Submission]]:
+def _settled(entries: list, rubric: Rubric, out: Path, options: GradeOptions,
+             existing: dict[str, SubmissionResult | None]) -> tuple[list[SubmissionResult], list[Submission]]:
     """(results known without a sandbox: rejected or up to date, submissions that need grading)."""
     done, todo = [], []
     for entry in entries:
         if isinstance(entry, Rejected):
             result = _grading().rejected_result(rubric, entry)  # numpy and the judge: rare, and only then
             write_result(out / entry.student, result)
-        elif options.regrade or not (result := _cached(out / entry.student, entry, rubric)):
+        elif options.regrade or not (result := _cached(existing.get(entry.student), entry, rubric)):
             todo.append(entry)
             continue
         done.append(result)
