@@ -24,7 +24,7 @@ from grader.gradebook.late import LatePolicy
 
 __all__ = [
     "RubricError", "Rubric", "DatasetSpec", "SimilaritySpec", "StageBudget", "Budgets", "CheckSpec", "CHECK_KINDS",
-    "PretrainedSpec", "load_rubric", "parse_rubric", "rubric_yaml",
+    "PretrainedSpec", "PUBLIC_VAL_SPLIT", "load_rubric", "parse_rubric", "rubric_yaml",
 ]
 
 CHECK_KINDS = tuple(KINDS)
@@ -42,6 +42,9 @@ class Budgets:
         return getattr(self, "import_" if stage == "import" else stage)
 
 
+PUBLIC_VAL_SPLIT = "public_val"  # the embedded set's public validation split (grader.data.shapes)
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     kind: Literal["embedded", "voc"] = "embedded"
@@ -54,6 +57,17 @@ class DatasetSpec:
     eval_split: str = "val"
     max_train_images: int | None = None  # cap for quick rubrics
     max_eval_images: int | None = None
+    # The report's 2x2 draws its unseen image (with its ground truth) from this PUBLIC validation split: None =
+    # the embedded set's `public_val` (drawn from the seed alone, never the keyed evaluation split), or VOC 2012's
+    # `val` (its labels ship with the devkit). Never the training split; with kind: embedded, only `public_val`.
+    contrast_split: str | None = None
+
+    @property
+    def public_split(self) -> str:
+        """The public validation split the contrast's unseen image comes from (``contrast_split`` resolved)."""
+        if self.contrast_split is not None:
+            return self.contrast_split
+        return PUBLIC_VAL_SPLIT if self.kind == "embedded" else "val"
 
 
 @dataclass(frozen=True)
@@ -192,7 +206,23 @@ def _validate(rubric: Rubric, data: dict) -> None:
         raise RubricError("similarity.threshold: must be in (0, 1]: the share of a submission found in another")
     if rubric.dataset.kind == "voc" and not rubric.dataset.voc_root:
         raise RubricError("dataset.voc_root: required when dataset.kind is voc (the folder containing VOCdevkit)")
+    _validate_contrast_split(rubric.dataset)
     _validate_pretrained(rubric.pretrained)
+
+
+def _validate_contrast_split(ds: DatasetSpec) -> None:
+    """The 2x2's unseen image shows its ground truth on every report: a split whose labels are public, unseen."""
+    split = ds.public_split
+    if split == ds.train_split:
+        raise RubricError(f"dataset.contrast_split: {split!r} is the training split; the report's unseen image must "
+                          "be one neither net trained on (e.g. VOC 2012's val)")
+    if ds.kind == "embedded" and split != PUBLIC_VAL_SPLIT:
+        raise RubricError(f"dataset.contrast_split: with kind: embedded it is {PUBLIC_VAL_SPLIT!r} (the public "
+                          f"validation split, drawn from the seed); {split!r} would show the labels of the keyed "
+                          "evaluation split on every report. Leave it out")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", split) or split.startswith("."):
+        raise RubricError(f"dataset.contrast_split: {split!r} must name a file of ImageSets/Segmentation "
+                          "(letters, digits, _ . -), e.g. val")
 
 
 def _validate_pretrained(entries: tuple[PretrainedSpec, ...]) -> None:

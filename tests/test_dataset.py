@@ -18,6 +18,7 @@ from grader.data.dataset import (
 )
 from grader.core.voc import PairedCenterCrop, PairedResize
 from grader.data.colourrule import colour_rule_scores
+from grader.data.shapes import PUBLIC_VAL_IMAGES
 
 VALID = set(range(NUM_CLASSES)) | {IGNORE_INDEX}
 SHAPE_IDS = {c.class_id for c in shapes.SHAPE_CLASSES}
@@ -68,7 +69,7 @@ def test_same_seed_is_byte_identical_other_seed_differs(tmp_path: Path) -> None:
     a = generate_embedded_voc(tmp_path / "a", n_train=6, n_val=3, size=32, seed=7)
     b = generate_embedded_voc(tmp_path / "b", n_train=6, n_val=3, size=32, seed=7)
     c = generate_embedded_voc(tmp_path / "c", n_train=6, n_val=3, size=32, seed=8)
-    assert _files(a) == _files(b) and len(_files(a)) == 2 * 9 + 3
+    assert _files(a) == _files(b) and len(_files(a)) == 2 * (9 + PUBLIC_VAL_IMAGES) + 4  # 4 lists: +public_val
     assert dataset_hash(a) == dataset_hash(b) != dataset_hash(c)
     assert _files(a)["VOCdevkit/VOC2012/JPEGImages/shapes_train_00000.jpg"] != \
         _files(c)["VOCdevkit/VOC2012/JPEGImages/shapes_train_00000.jpg"]
@@ -79,6 +80,19 @@ def test_train_images_do_not_depend_on_the_val_count(tmp_path: Path) -> None:
     b = generate_embedded_voc(tmp_path / "b", n_train=3, n_val=5, size=32)
     png = "VOCdevkit/VOC2012/SegmentationClass/shapes_train_00002.png"
     assert _files(a)[png] == _files(b)[png]
+
+
+def test_the_public_validation_split_is_drawn_from_the_seed_whatever_the_key(tmp_path: Path) -> None:
+    """public_val (the report's 2x2 shows its first picture with its labels) is the same for every installation
+    key and overlaps neither the keyed evaluation split nor the training split."""
+    keyed = [generate_embedded_voc(tmp_path / k, n_train=4, n_val=3, size=32, seed=2, secret=k.encode() * 16)
+             for k in ("aa", "bb")]
+    public = [load_split(root, "public_val", size=32) for root in keyed]
+    assert len(public[0][0]) == PUBLIC_VAL_IMAGES
+    assert all(np.array_equal(x, y) for x, y in zip(public[0], public[1]))
+    for other in ("val", "train"):
+        images, _ = load_split(keyed[0], other, size=32)
+        assert not any(np.array_equal(i, p) for i in images for p in public[0][0]), other
 
 
 def test_masks_are_palette_pngs_of_class_ids(small_root: Path) -> None:
@@ -220,6 +234,21 @@ def test_missing_split_file_is_named(tmp_path: Path) -> None:
     _hand_made_voc(tmp_path)
     with pytest.raises(VOCDatasetMissing, match="val.txt"):
         load_split(tmp_path, "val")
+
+
+def test_any_listed_split_reads_as_torchvision_reads_its_own(small_root: Path) -> None:
+    """A split torchvision's VOCSegmentation does not know (the embedded public_val, a course's own list) is read
+    the same way: the val list under another name gives the very same arrays."""
+    lists = _voc(small_root) / "ImageSets" / "Segmentation"
+    (lists / "course_val.txt").write_text((lists / "val.txt").read_text())
+    for size in (None, 40):
+        ours, torchvisions = load_split(small_root, "course_val", size=size), load_split(small_root, "val", size=size)
+        assert all(np.array_equal(a, b) for a, b in zip(ours, torchvisions))
+    for bad in ("../val", "/etc/passwd", ".hidden", ""):
+        with pytest.raises(ValueError, match="split must name a list"):
+            load_split(small_root, bad)
+    with pytest.raises(VOCDatasetMissing, match="nothere.txt"):
+        load_split(small_root, "nothere")
 
 
 def test_to_tensors_scales_images_and_keeps_labels() -> None:

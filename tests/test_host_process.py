@@ -156,7 +156,7 @@ def test_prepared_job_equals_the_one_built_in_process(tmp_path: Path, test_rubri
     assert prepared.plan.dataset_hash == here.dataset_hash != ""
     assert {k: sorted(v) for k, v in prepared.plan.host.items()} == {  # the 2x2 adds the seen/unseen pairs
         "overfit": ["image", "target", "unseen_image", "unseen_target"],
-        "full_training": ["eval_images", "eval_labels", "seen_image", "seen_target"],
+        "full_training": ["eval_images", "eval_labels", "seen_image", "seen_target", "unseen_image", "unseen_target"],
         "model_shapes": ["dependent_sizes"]}
     for check_id, arrays in here.host.items():
         for name, b in arrays.items():

@@ -19,7 +19,9 @@ from grader.core.results import CheckResult, SubmissionResult, write_result
 from grader.core.voc import voc_palette
 from grader.report import render_all
 
-EVAL_ONLY, PUBLIC, PREDICTED = 20, 1, 15  # tvmonitor: only in the evaluation labels; aeroplane: public labels
+# tvmonitor: only in the evaluation labels; aeroplane and bird: public labels (the overfit example, the public
+# validation image of the 2x2)
+EVAL_ONLY, PUBLIC, PUBLIC_VAL, PREDICTED = 20, 1, 3, 15
 SIZE = 24
 
 
@@ -32,15 +34,16 @@ def _mask(cls: int) -> np.ndarray:
 
 def _student(out: Path) -> Path:
     image = np.full((3, SIZE, SIZE), 90, dtype=np.uint8)  # grey: no palette colour in the pictures themselves
-    public, secret, pred = _mask(PUBLIC), _mask(EVAL_ONLY), _mask(PREDICTED)
+    public, public_val, secret, pred = _mask(PUBLIC), _mask(PUBLIC_VAL), _mask(EVAL_ONLY), _mask(PREDICTED)
     folder = out / "ann"
     (folder / "artifacts").mkdir(parents=True)
     np.savez(folder / "artifacts" / "overfit.overfit.npz", image=image, target=public, pred=public,
-             unseen_image=image, unseen_target=secret, unseen_pred=pred)
+             unseen_image=image, unseen_target=public_val, unseen_pred=pred)
     n = 6
     np.savez(folder / "artifacts" / "full_training.train_eval.npz", images=np.stack([image] * n),
              targets=np.stack([secret] * n), preds=np.stack([pred] * n), per_image_miou=np.linspace(0.1, 0.6, n),
-             seen_image=image, seen_target=public, seen_pred=public)
+             seen_image=image, seen_target=public, seen_pred=public, unseen_image=image, unseen_target=public_val,
+             unseen_pred=pred)
     contrast = {"seen": {"pixel_accuracy": 0.99, "miou": 0.98}, "unseen": {"pixel_accuracy": 0.4, "miou": 0.2}}
     names = [f"class{i}" for i in range(21)]
     confusion = np.eye(21, dtype=int).tolist()
@@ -77,5 +80,6 @@ def test_a_released_report_shows_no_evaluation_ground_truth(tmp_path: Path) -> N
     assert "fully-trained net" in page and len(pictures) >= 5  # the training section and the 2x2 are drawn
     assert any(_holds(p, PREDICTED) for p in pictures)  # predictions on evaluation images are shown
     assert any(_holds(p, PUBLIC) for p in pictures)  # labels of public images too: the search sees label colours
+    assert any(_holds(p, PUBLIC_VAL) for p in pictures)  # the 2x2's public validation image, with its labels
     leaked = [i for i, p in enumerate(pictures) if _holds(p, EVAL_ONLY)]
     assert not leaked, f"pictures {leaked} of the released report draw an evaluation ground-truth mask"

@@ -39,6 +39,9 @@ def test_defaults_fill_what_the_yaml_leaves_out() -> None:
     (MINIMAL.replace("points: 5", "points: 5, visibility: secret"), "checks[0].visibility: 'secret' is not one of"),
     (MINIMAL + "budgets: {train: {timeout: 5}}\n", "budgets.train.timeout: unknown key"),
     (MINIMAL + "dataset: {kind: voc}\n", "dataset.voc_root: required"),
+    (MINIMAL + "dataset: {contrast_split: val}\n", "dataset.contrast_split: with kind: embedded"),
+    (MINIMAL + "dataset: {kind: voc, voc_root: /d, contrast_split: train}\n", "dataset.contrast_split: 'train' is the tr"),
+    (MINIMAL + "dataset: {kind: voc, voc_root: /d, contrast_split: ../x}\n", "dataset.contrast_split: '../x' must name"),
     (MINIMAL.replace("points: 5}", "points: 5}\n  - {id: tc, kind: mean_iou, name: M, points: 1}"),
      "checks[1].id: 'tc' is used twice"),
     (MINIMAL.replace("points: 5}", "points: 5, requires: [later]}"), "checks[0].requires: 'later'"),
@@ -47,6 +50,14 @@ def test_defaults_fill_what_the_yaml_leaves_out() -> None:
 def test_errors_name_the_yaml_path(yaml_text: str, path: str) -> None:
     with pytest.raises(RubricError, match=path.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")):
         parse_rubric(yaml_text)
+
+
+def test_the_contrast_image_comes_from_a_public_validation_split() -> None:
+    """The report's unseen image shows its ground truth: the embedded set's public_val, VOC's val (public)."""
+    assert parse_rubric(MINIMAL).dataset.public_split == "public_val"
+    assert parse_rubric(MINIMAL + "dataset: {kind: voc, voc_root: /d}\n").dataset.public_split == "val"
+    chosen = parse_rubric(MINIMAL + "dataset: {kind: voc, voc_root: /d, eval_split: test, contrast_split: mine}\n")
+    assert chosen.dataset.public_split == "mine"
 
 
 def test_scientific_notation_without_a_dot_is_a_float() -> None:

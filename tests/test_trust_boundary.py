@@ -49,12 +49,13 @@ def test_job_folder_holds_inputs_only(tmp_path: Path, test_rubric, cache_dir: Pa
         assert not (arr.ndim == 3 and arr.shape[1:] == labels.shape[1:] and arr.dtype == np.uint8
                     and len(arr) == len(labels) and "mask" in path.name), path.name
     names = {p.relative_to(plan.job_dir).as_posix() for p in plan.job_dir.rglob("*") if "unit" not in p.parts}
-    # the 2x2 (issue 23): the overfit net also labels an evaluation IMAGE, the trained net the overfit example
+    # the 2x2 (issue 23): both nets also label the public validation IMAGE, the trained net the overfit example
     assert names == {"job.json", "overfit", "overfit/image.npy", "overfit/target.npy", "overfit/unseen.npy",
                      "full_training", "full_training/train_images.npy", "full_training/train_masks.npy",
-                     "full_training/eval_images.npy", "full_training/seen.npy"}
-    unseen = np.load(plan.job_dir / "overfit" / "unseen.npy", allow_pickle=False)
-    assert unseen.ndim == 3 and unseen.shape[0] == 3  # an image (3, S, S), never a mask
+                     "full_training/eval_images.npy", "full_training/seen.npy", "full_training/unseen.npy"}
+    for folder in ("overfit", "full_training"):
+        unseen = np.load(plan.job_dir / folder / "unseen.npy", allow_pickle=False)
+        assert unseen.ndim == 3 and unseen.shape[0] == 3  # an image (3, S, S), never a mask
     assert "expected" not in (plan.job_dir / "job.json").read_text()
 
 

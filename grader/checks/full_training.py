@@ -23,7 +23,7 @@ from typing import Any, Literal
 from grader.core import metrics
 from grader.checks.base import CheckKind, CheckSpec, Retry, RubricError, View
 from grader.checks.nets import NetStart, build_model, for_evaluation, losses_of
-from grader.checks.overfit import contrast_cell, predict_label_map
+from grader.checks.overfit import contrast_cell, contrast_pred, predict_label_map, unseen_example
 from grader.checks.verdict import JudgeContext, Judged, StageResult, oneline, problem_or_crash, result
 from grader.core.lazy import LazyModule
 from grader.core.lazy import numpy as np
@@ -81,9 +81,13 @@ def inputs(spec: FullTrainingSpec, job: Any) -> tuple[dict, dict]:
               "train_masks": job.save(f"{spec.id}/train_masks.npy", train_masks),
               "eval_images": job.save(f"{spec.id}/eval_images.npy", eval_images)}
     host = {"eval_images": eval_images, "eval_labels": eval_labels}
+    # The contrast (each net at the size it trained at): the public validation image neither net saw, and, with an
+    # overfit check, the example the overfit net memorised (a training image: this net saw it among the others).
+    unseen, host["unseen_target"] = unseen_example(job, size=ds.size)
+    config["unseen"], host["unseen_image"] = job.save(f"{spec.id}/unseen.npy", unseen), unseen
     overfit = next((c for c in job.rubric.checks if c.kind == "overfit"), None)
-    if overfit is not None:  # the contrast: the generalising net on the example the overfit net memorised
-        images, masks = job.split(ds.train_split, size=overfit.image_size)
+    if overfit is not None:
+        images, masks = job.split(ds.train_split, size=ds.size)
         seen, host["seen_target"] = images[overfit.example_index], masks[overfit.example_index]
         config["seen"], host["seen_image"] = job.save(f"{spec.id}/seen.npy", seen), seen
     return config, host
@@ -114,12 +118,13 @@ def run(student: Any, config: dict, job: Path, writer: Any, device: str) -> None
         for batch in images.split(config["batch_size"]):
             preds.append(model(batch.to(device)).argmax(1).to(torch.uint8).cpu())
     writer.record("predictions", {"ok": True, "file": writer.array("predictions", torch.cat(preds))})
-    if "seen" in config:  # the contrast's other cell (never fails the check)
-        try:
-            seen = writer.array("seen", predict_label_map(model, load("seen"), device))
-            writer.record("seen", {"ok": True, "file": seen})
-        except Exception as exc:  # noqa: BLE001 - the student's net on another size: no picture, no penalty
-            writer.error("seen", exc)
+    for cell in ("seen", "unseen"):  # the contrast's cells (never fail the check)
+        if cell in config:
+            try:
+                writer.record(cell, {"ok": True, "file": writer.array(cell, predict_label_map(model, load(cell),
+                                                                                              device))})
+            except Exception as exc:  # noqa: BLE001 - the student's net on another size: no picture, no penalty
+                writer.error(cell, exc)
 
 
 def band_score(spec: FullTrainingSpec, miou: float, floor: float) -> float:
@@ -156,30 +161,19 @@ def judge(spec: FullTrainingSpec, stage: StageResult, ctx: JudgeContext) -> Judg
     details = dict(losses=losses, miou=miou, pixel_accuracy=acc, floor=floor, bar=bar, confusion=conf.tolist(),
                    class_names=list(names), per_class_iou={names[c]: None if math.isnan(v) else float(v)
                                                            for c, v in enumerate(iou)})
+    cells = {cell: contrast_pred(stage, cell, host.get(f"{cell}_target"), ctx.num_classes)  # None: no picture
+             for cell in ("seen", "unseen")}
     art = {"train_eval": {"images": host["eval_images"], "targets": labels, "preds": preds.astype(np.uint8),
-                          "per_image_miou": per_image, **_seen(stage, host, ctx.num_classes)}}
-    seen_pred = art["train_eval"].get("seen_pred")
-    details["contrast"] = {"seen": None if seen_pred is None else contrast_cell(host["seen_target"], seen_pred,
-                                                                                 ctx.num_classes),
-                           "unseen": contrast_cell(labels[0], preds[0], ctx.num_classes)}
+                          "per_image_miou": per_image,
+                          **{f"{cell}_{what}": array for cell, pred in cells.items() if pred is not None
+                             for what, array in (("image", host[f"{cell}_image"]), ("target", host[f"{cell}_target"]),
+                                                 ("pred", pred))}}}
+    details["contrast"] = {cell: None if pred is None else contrast_cell(host[f"{cell}_target"], pred, ctx.num_classes)
+                           for cell, pred in cells.items()}
     verdict = "passed" if miou >= bar else "failed"
     message = (f"Validation mIoU {miou:.3f} (pixel accuracy {acc:.1%}); full points at {bar:.3f}"
                + ("" if spec.grading == "threshold" else f", none at or below {floor:.3f} (all-background)") + ".")
     return Judged(result(spec, verdict, score, message, **details), art)
-
-
-def _seen(stage: StageResult, host: dict, num_classes: int) -> dict[str, Any]:
-    """The fully-trained net's label map of the overfit example (the contrast's arrays), when valid."""
-    if "seen_target" not in host:  # no overfit check, or a job prepared before the contrast existed
-        return {}
-    try:
-        pred = stage.outputs.array("seen")
-    except OutputError:
-        return {}
-    if pred.shape != host["seen_target"].shape or not np.issubdtype(pred.dtype, np.integer) or \
-            pred.min() < 0 or pred.max() >= num_classes:
-        return {}
-    return {"seen_image": host["seen_image"], "seen_target": host["seen_target"], "seen_pred": pred.astype(np.uint8)}
 
 
 def wants_retry(spec: FullTrainingSpec, first: Judged) -> bool:

@@ -45,18 +45,18 @@ class OverfitSpec(CheckSpec):
 def inputs(spec: OverfitSpec, job: Any) -> tuple[dict, dict]:
     images, masks = job.split(job.rubric.dataset.train_split, size=spec.image_size)
     image, target = images[spec.example_index], masks[spec.example_index]
-    unseen, unseen_target = unseen_example(job)
+    unseen, unseen_target = unseen_example(job, size=spec.image_size)
     config = {"seed": spec.seed, "num_classes": job.rubric.num_classes, "epochs": spec.epochs,
               "image": job.save(f"{spec.id}/image.npy", image), "target": job.save(f"{spec.id}/target.npy", target),
               "unseen": job.save(f"{spec.id}/unseen.npy", unseen)}
     return config, {"image": image, "target": target, "unseen_target": unseen_target, "unseen_image": unseen}
 
 
-def unseen_example(job: Any) -> tuple[Any, Any]:
-    """The contrast's unseen image (the lecture's 2x2: seen vs unseen, overfit vs fully trained): the first image
-    of the evaluation split, which neither net trains on; its label stays on the host."""
-    ds = job.rubric.dataset
-    images, labels = job.split(ds.eval_split, size=ds.size)
+def unseen_example(job: Any, *, size: int) -> tuple[Any, Any]:
+    """The contrast's unseen image and its mask (the lecture's 2x2: seen vs unseen, overfit vs fully trained): the
+    first image of the PUBLIC validation split (``dataset.public_split``), which neither net trains on and whose
+    labels may be shown; never an image of the keyed evaluation split. Its mask stays on the host all the same."""
+    images, labels = job.split(job.rubric.dataset.public_split, size=size)
     return images[0], labels[0]
 
 
@@ -179,17 +179,25 @@ def judge(spec: OverfitSpec, stage: StageResult, ctx: JudgeContext) -> Judged:
 
 def _unseen(stage: StageResult, host: dict, mode: str, num_classes: int) -> dict[str, Any]:
     """The memorising net's label map of the unseen image (the contrast's arrays), when it made a valid one."""
-    if "unseen_target" not in host:  # a job prepared before the contrast existed
+    pred = contrast_pred(stage, f"unseen_{mode}", host.get("unseen_target"), num_classes)
+    if pred is None:
         return {}
+    return {"unseen_image": host["unseen_image"], "unseen_target": host["unseen_target"], "unseen_pred": pred}
+
+
+def contrast_pred(stage: StageResult, name: str, target: Any, num_classes: int) -> Any:
+    """The stage's label map ``name`` of a contrast image as uint8, or None when there is no ``target`` (a job
+    prepared without that image) or the sandbox returned nothing valid: (H, W) as the target, class ids only."""
+    if target is None:
+        return None
     try:
-        pred = stage.outputs.array(f"unseen_{mode}")
+        pred = stage.outputs.array(name)
     except OutputError:
-        return {}
-    if pred.shape != host["unseen_target"].shape or not np.issubdtype(pred.dtype, np.integer) or \
+        return None
+    if pred.shape != target.shape or not np.issubdtype(pred.dtype, np.integer) or \
             pred.min() < 0 or pred.max() >= num_classes:
-        return {}
-    return {"unseen_image": host["unseen_image"], "unseen_target": host["unseen_target"],
-            "unseen_pred": pred.astype(np.uint8)}
+        return None
+    return pred.astype(np.uint8)
 
 
 KIND = CheckKind(name="overfit", spec=OverfitSpec, budget="overfit", functions=("SegNet", "overfit_single_example"),

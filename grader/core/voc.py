@@ -8,6 +8,7 @@ read with ``np.asarray`` and never scaled or interpolated (resizing uses NEAREST
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,8 @@ VOC_CLASSES: tuple[str, ...] = (
     "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
     "train", "tvmonitor",
 )
-SPLITS = ("train", "val", "trainval")  # the image sets VOCSegmentation accepts for 2012
+SPLITS = ("train", "val", "trainval")  # the image sets VOCSegmentation accepts for 2012; others: _ListedSplit
+_SPLIT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")  # a file of ImageSets/Segmentation, never a path
 _VALID_LABELS = np.array(list(range(NUM_CLASSES)) + [IGNORE_INDEX], dtype=np.uint8)
 
 Pair = tuple[Any, Any]  # (image, target): PIL images before PairedToArrays, arrays after
@@ -163,16 +165,35 @@ def load_split(root: Path, split: str, *, size: int | None = None) -> tuple[np.n
     """Load one image set as uint8 arrays: images (N, 3, S, S) and masks (N, S, S) with 0..20 and 255."""
     from torchvision.datasets import VOCSegmentation  # lazy: importing torchvision costs seconds
 
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if not _SPLIT_NAME.fullmatch(split):
+        raise ValueError(f"split must name a list of ImageSets/Segmentation (e.g. one of {SPLITS}), got {split!r}")
     _check_layout(Path(root), split)
-    dataset = VOCSegmentation(str(root), year="2012", image_set=split, download=False,
-                              transforms=_transforms(size))
+    make = VOCSegmentation if split in SPLITS else _ListedSplit
+    dataset = make(str(root), year="2012", image_set=split, download=False, transforms=_transforms(size))
     ids = [Path(p).stem for p in dataset.images]
     if not ids:
         raise ValueError(f"{voc_folder(root)}/ImageSets/Segmentation/{split}.txt lists no images")
     pairs = [_read(dataset, i, ids[i]) for i in range(len(dataset))]
     return _stack_same_size(pairs, ids)
+
+
+class _ListedSplit:
+    """Another image set of the same folder (the embedded ``public_val``, a course's own list): read exactly as
+    VOCSegmentation reads its three (the ids of ImageSets/Segmentation/<split>.txt, the JPEG converted to RGB,
+    the palette PNG as it is), which refuses any other name."""
+
+    def __init__(self, root: str, *, year: str, image_set: str, download: bool, transforms: Any) -> None:
+        voc = voc_folder(Path(root))
+        ids = (voc / "ImageSets" / "Segmentation" / f"{image_set}.txt").read_text().split()
+        self.images = [str(voc / "JPEGImages" / f"{i}.jpg") for i in ids]
+        self.targets = [str(voc / "SegmentationClass" / f"{i}.png") for i in ids]
+        self.transforms = transforms
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> Pair:
+        return self.transforms(Image.open(self.images[index]).convert("RGB"), Image.open(self.targets[index]))
 
 
 def _read(dataset: Any, index: int, image_id: str) -> Pair:

@@ -20,6 +20,9 @@ when the other split grows:
   cache folder is named after a digest of the derived val key (the secret's effect, never the secret), so a
   new key makes a new folder. ``generate_embedded_voc`` without a secret draws val from (seed, 1, index): a
   public set for tests and self-checks, never what the grader evaluates on.
+- the PUBLIC VALIDATION split (``public_val``, ``PUBLIC_VAL_IMAGES`` pictures) from (seed, 2, index): public like
+  the training split and seen by no training. The report's 2x2 (``grader.report.contrast``) shows its first
+  picture with its ground truth beside the overfit example: what the keyed split's labels must never be.
 """
 from __future__ import annotations
 
@@ -36,12 +39,14 @@ import numpy as np
 from PIL import Image
 
 from grader.data.evalsecret import default_cache_dir, installation_secret
+from grader.rubric import PUBLIC_VAL_SPLIT
 from grader.core.voc import IGNORE_INDEX, VOC_CLASSES, voc_folder, voc_palette
 
-__all__ = ["GENERATOR_VERSION", "ShapeClass", "SHAPE_CLASSES", "render_example",
+__all__ = ["GENERATOR_VERSION", "PUBLIC_VAL_IMAGES", "ShapeClass", "SHAPE_CLASSES", "render_example",
            "val_key", "generate_embedded_voc", "embedded_voc_root", "default_cache_dir"]
 
 GENERATOR_VERSION = 2  # bump when the pictures change: it names the cache folder
+PUBLIC_VAL_IMAGES = 4  # the public validation split's size (the report's 2x2 shows its first picture)
 _SATURATION, _VALUE = (0.25, 1.0), (0.35, 1.0)  # HSV ranges of the one colour distribution
 _MIN_CONTRAST = 60.0  # RGB distance between any two colours of one picture
 _BACKGROUND_TEXTURES = ("flat", "blotches")  # an object's texture (ShapeClass.texture) is one of _PATTERNS
@@ -244,14 +249,16 @@ def _rng(split_index: int, index: int, seed: int, key: bytes | None) -> np.rando
 def generate_embedded_voc(root: Path, *, n_train: int = 240, n_val: int = 60, size: int = 64,
                           seed: int = 0, secret: bytes | None = None) -> Path:
     """Write the shapes dataset under root/VOCdevkit/VOC2012 (JPEGImages, SegmentationClass, ImageSets).
-    With ``secret`` the val split is drawn from ``val_key(secret, seed)``, else from the seed (public)."""
+    With ``secret`` the val split is drawn from ``val_key(secret, seed)``, else from the seed (public); the
+    public_val split always from the seed (split index 2)."""
     voc = voc_folder(root)
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (voc / sub).mkdir(parents=True, exist_ok=True)
     palette = voc_palette().ravel().tolist()
     key = val_key(secret, seed) if secret is not None else None
     ids: dict[str, list[str]] = {}
-    for split_index, (split, count) in enumerate((("train", n_train), ("val", n_val))):
+    splits = (("train", n_train), ("val", n_val), (PUBLIC_VAL_SPLIT, PUBLIC_VAL_IMAGES))
+    for split_index, (split, count) in enumerate(splits):
         ids[split] = [f"shapes_{split}_{i:05d}" for i in range(count)]
         for i, image_id in enumerate(ids[split]):
             image, mask = render_example(_rng(split_index, i, seed, key), size)
@@ -269,7 +276,8 @@ def embedded_voc_root(*, cache_dir: Path | None = None, n_train: int = 240, n_va
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     secret = installation_secret(cache)
     effect = hashlib.sha256(b"folder\0" + val_key(secret, seed)).hexdigest()[:12]  # not the key: a digest
-    final = cache / f"embedded-voc-g{GENERATOR_VERSION}-train{n_train}-val{n_val}-size{size}-seed{seed}-eval{effect}"
+    final = cache / (f"embedded-voc-g{GENERATOR_VERSION}-train{n_train}-val{n_val}-public{PUBLIC_VAL_IMAGES}-"
+                     f"size{size}-seed{seed}-eval{effect}")
     if final.is_dir():  # only ever created by the atomic rename below, so it is complete
         return final
     cache.mkdir(parents=True, exist_ok=True)

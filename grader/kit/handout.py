@@ -62,8 +62,10 @@ def kit_rubric(rubric: Rubric) -> Rubric:
         c, id=c.id + PRACTICE_SUFFIX, visibility="visible", requires=tuple(r for r in c.requires if r in ids),
         name=f"{c.name} (practice split, NOT the graded one)")
         for c in rubric.checks if c.kind == "full_training" and c.visibility == "after_due_date")
+    embedded = type(rubric.dataset)()  # the embedded set's own split names (a VOC rubric may name others)
     dataset = dataclasses.replace(rubric.dataset, kind="embedded", voc_root=None,
-                                  seed=rubric.dataset.seed + PRACTICE_SEED_OFFSET)
+                                  seed=rubric.dataset.seed + PRACTICE_SEED_OFFSET, train_split=embedded.train_split,
+                                  eval_split=embedded.eval_split, contrast_split=None)
     # the similarity threshold is the staff's (how alike is "too alike"): the kit keeps the default
     return dataclasses.replace(public, checks=public.checks + practice, dataset=dataset,
                                similarity=type(rubric.similarity)())

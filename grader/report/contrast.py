@@ -1,15 +1,15 @@
 """The lecture's 2x2 (Assignment 5's four pictures): memorising vs generalising, on the student's report and as
 class medians on the index.
 
-Rows: the overfit net (trained on ONE example) and the fully-trained net; columns: that example (seen by the
-overfit net) and the first image of the evaluation split (seen by neither in training). Each cell: image,
-ground truth (never of the evaluation image: its labels stay on the host), prediction, pixel accuracy and mIoU,
-all computed on the host from label maps the sandbox
-returned (``grader.checks.overfit`` / ``full_training`` store them in ``details["contrast"]`` and their artefacts).
+Rows: the overfit net (trained on ONE example) and the fully-trained net, each at the size it trained at;
+columns: that example (seen by the overfit net) and the first image of the PUBLIC validation split
+(``dataset.public_split``: seen by neither in training, its labels public, never an image of the keyed evaluation
+split). Each cell: image | ground truth | prediction, pixel accuracy and mIoU, all computed on the host from label
+maps the sandbox returned (``grader.checks.overfit`` / ``full_training`` store them in ``details["contrast"]`` and
+their artefacts).
 
 Visibility, as for the checks themselves: a row is shown only when its check is (``visible``, or
-``after_due_date`` once released; never ``hidden``). The unseen column is an evaluation image, so its ground truth
-and numbers are shown only when the full-training check is; before that, the overfit row shows the seen cell.
+``after_due_date`` once released; never ``hidden``); before release the note says when the other row comes.
 """
 from __future__ import annotations
 
@@ -29,10 +29,11 @@ from grader.report.collect import kind_of
 __all__ = ["Cell", "ContrastView", "ContrastMedians", "contrast_view", "class_medians"]
 
 ROWS = (("overfit", "overfit net", "overfit"), ("full_training", "fully-trained net", "train_eval"))
-COLUMNS = ("seen", "unseen")  # the overfit example, an evaluation image
+COLUMNS = ("seen", "unseen")  # the overfit example, the public validation image
 _ARRAYS = {("overfit", "seen"): ("image", "target", "pred"),
            ("overfit", "unseen"): ("unseen_image", "unseen_target", "unseen_pred"),
-           ("full_training", "seen"): ("seen_image", "seen_target", "seen_pred")}
+           ("full_training", "seen"): ("seen_image", "seen_target", "seen_pred"),
+           ("full_training", "unseen"): ("unseen_image", "unseen_target", "unseen_pred")}
 _MAX_BYTES = 64 * 1024 * 1024
 
 
@@ -75,14 +76,11 @@ def _load(path: Path, names: Sequence[str]) -> dict[str, np.ndarray] | None:
         return None
 
 
-def _triple(kind: str, column: str, arrays: dict[str, np.ndarray] | None) -> tuple | None:
+def _triple(arrays: dict[str, np.ndarray] | None, names: Sequence[str]) -> tuple | None:
     """(image (3, H, W), target, pred) uint8 for one cell, from the check's artefact; None when not valid."""
     if arrays is None:
         return None
-    if (kind, column) == ("full_training", "unseen"):
-        triple = tuple(arrays[n][0] for n in ("images", "targets", "preds"))
-    else:
-        triple = tuple(arrays.get(n) for n in _ARRAYS[(kind, column)])
+    triple = tuple(arrays.get(n) for n in names)
     if any(a is None or a.dtype != np.uint8 for a in triple):
         return None
     image, target, pred = triple
@@ -94,35 +92,33 @@ def _cell(check: CheckResult, kind: str, artifact: str, column: str, student_dir
     numbers = _numbers(check, column)
     if numbers is None:
         return None
-    names = ("images", "targets", "preds") if (kind, column) == ("full_training", "unseen") else _ARRAYS[(kind, column)]
-    triple = _triple(kind, column, _load(artifact_path(student_dir, check.id, artifact), names))
+    names = _ARRAYS[(kind, column)]
+    triple = _triple(_load(artifact_path(student_dir, check.id, artifact), names), names)
     png = None
     if triple is not None:
         from grader.report import plots  # matplotlib, imported only when something is drawn
 
-        image, target, pred = triple  # the unseen column is an evaluation image: its prediction only, no labels
-        png = plots.segmentation_rows([(image, None if column == "unseen" else target, pred, "")])
+        png = plots.segmentation_rows([(*triple, "")])  # both images are public: each with its ground truth
     return Cell(pixel_accuracy=_percent(numbers["pixel_accuracy"]), miou=_fmt(numbers["miou"]), png=png)
 
 
 def contrast_view(result: SubmissionResult, student_dir: Path, *, released: bool) -> ContrastView | None:
     """The 2x2 as the student may see it, or None when no row can be shown."""
-    checks = {kind: _first(result, kind) for kind, _, _ in ROWS}
-    trained = checks["full_training"]
-    unseen_shown = trained is not None and _visible(trained, released)
-    rows = []
+    rows, withheld = [], []
     for kind, title, artifact in ROWS:
-        check = checks[kind]
-        if check is None or not _visible(check, released):
+        check = _first(result, kind)
+        if check is None or check.visibility == "hidden":
             continue
-        cells = tuple(_cell(check, kind, artifact, col, student_dir) if col == "seen" or unseen_shown else None
-                      for col in COLUMNS)
+        if not _visible(check, released):
+            withheld.append(title)
+            continue
+        cells = tuple(_cell(check, kind, artifact, col, student_dir) for col in COLUMNS)
         if any(cells):
             rows.append((title, cells))
     if not rows:
         return None
-    note = None if unseen_shown else ("The unseen image is an evaluation image: it is shown, with the fully-trained "
-                                      "net, when the full-training results are released.")
+    note = (f"The {' and '.join(withheld)} {'rows appear' if len(withheld) > 1 else 'row appears'} when "
+            "its results are released." if withheld else None)
     return ContrastView(rows=tuple(rows), note=note)
 
 
