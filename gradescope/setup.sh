@@ -4,5 +4,4 @@ set -euo pipefail
 apt-get update && apt-get install -y --no-install-recommends python3 python3-venv python3-pip
 python3 -m venv /autograder/venv
 /autograder/venv/bin/pip install -e /autograder/source
-# Generate the embedded dataset once, at build time, so grading never waits for it.
-/autograder/venv/bin/python -c "from grader.data.dataset import embedded_voc_root; embedded_voc_root()"
+PATH="/autograder/venv/bin:$PATH" bash /autograder/source/gradescope/prepare.sh /autograder/source

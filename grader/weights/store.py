@@ -4,6 +4,8 @@
   prefix in its name, a course checkpoint by its declared sha256; a mismatch is refused with both hashes);
 - ``fetch``: torchvision's own URLs, on a machine with network;
 - ``status``: what the rubric allows and what is present;
+- ``pack``: copies of the course checkpoints (or every allowed file) for another machine, such as Gradescope's
+  autograder image (``gradescope/make_zip.sh``), which adds them there and fetches torchvision's at build time;
 - ``provide``: for one batch, a torch home (``<scratch>/torch/hub/checkpoints/``) holding a verified copy of
   exactly the allowed files, read-only; the sandbox sees it as ``$TORCH_HOME``, so unchanged student code
   (``resnet18(weights=ResNet18_Weights.IMAGENET1K_V1)``) loads them offline. A missing file stops the batch
@@ -28,7 +30,7 @@ from grader.rubric import Rubric
 from grader.sandbox.base import InfrastructureError
 from grader.weights.catalog import Weight, resolve, weights_folder
 
-__all__ = ["WeightsError", "WeightsMissing", "Present", "add", "fetch", "status", "provide", "fingerprint",
+__all__ = ["WeightsError", "WeightsMissing", "Present", "add", "fetch", "status", "pack", "provide", "fingerprint",
            "check_node", "sha256_of"]
 
 _CHUNK = 1 << 20
@@ -142,10 +144,30 @@ def status(*, rubric: Rubric, cache_dir: Path) -> list[Present]:
     return found
 
 
-def _missing_message(missing: list[Weight], cache_dir: Path) -> str:
+def pack(folder: Path, *, rubric: Rubric, cache_dir: Path, every: bool = False) -> list[Weight]:
+    """Copy into ``folder`` the allowed files nobody can download (course checkpoints), or with ``every`` all
+    allowed files, each verified as it is copied; a missing one is ``WeightsMissing`` naming the command."""
+    found = [p for p in status(rubric=rubric, cache_dir=cache_dir) if every or p.weight.url is None]
+    missing = [p.weight for p in found if p.path is None]
+    if missing:
+        raise WeightsMissing(_missing_message(missing, cache_dir, consequence="nothing was packed"))
+    folder.mkdir(parents=True, exist_ok=True)
+    for item in found:
+        assert item.path is not None
+        target = folder / item.weight.file
+        target.unlink(missing_ok=True)
+        digest = _copy_hashing(item.path, target)
+        if not item.weight.matches(digest):
+            target.unlink()
+            raise WeightsMissing(f"{item.path} changed since it was added (sha256 {digest}, expected "
+                                 f"{item.weight.expected}): run `{_add_command(item.weight, cache_dir)}` again")
+    return [p.weight for p in found]
+
+
+def _missing_message(missing: list[Weight], cache_dir: Path, *, consequence: str = "no student was graded") -> str:
     lines = "; ".join(f"{w.label}: `{_add_command(w, cache_dir)}`" + (f" (download: {w.url})" if w.url else "")
                       for w in missing)
-    return (f"the rubric allows pretrained weights this machine does not hold, so no student was graded: {lines}; "
+    return (f"the rubric allows pretrained weights this machine does not hold, so {consequence}: {lines}; "
             "or `grader weights fetch` on a machine with network. `grader weights list` shows what is there")
 
 
