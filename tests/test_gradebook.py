@@ -361,3 +361,19 @@ def test_canvas_late_flag_without_a_time_is_not_penalised_but_said(tmp_path: Pat
     save_policy(out, policy())
     late = load_gradebook(out).grades["smithada"].late
     assert late.percent == 0.0 and "The LMS marked it late" in late.note
+
+
+def test_the_class_index_shows_the_final_score_beside_the_autograded_one(tmp_path: Path) -> None:
+    """The staff's index: a `final` column (after overrides and the late policy) once any layer applies; a folder
+    without staff files keeps the page as it was."""
+    out = write_class(tmp_path, result("ada"), result("ben", (0.0, 10.0, 20.0)))
+    assert main(["report", str(out)]) == 0
+    assert ">final<" not in (out / "index.html").read_text()
+    (out / "overrides.csv").write_text("student,check,points,adjust,comment,by\n"
+                                       "ben,total,,+7.5,Regrade,TA Kim\n")
+    assert main(["report", str(out)]) == 0
+    page = (out / "index.html").read_text()
+    table = page.split('id="students"', 1)[1].split("</table>", 1)[0]
+    rows = {r.split('data-sort="', 1)[1].split('"', 1)[0]: r for r in table.split("<tr>")[2:]}
+    assert ">final<" in table and "30 / 45 *" not in rows["ada"] and "30 / 45</td>" in rows["ada"]
+    assert "37.5 / 45 *" in rows["ben"] and 'data-sort="37.5"' in rows["ben"]

@@ -16,6 +16,7 @@ from urllib.parse import quote
 from grader.intake.scan import scan_folder
 from grader.report.collect import Loaded, Unreadable, check_order, collect, kind_of, metric_check, miou_of
 from grader.report.details import fmt
+from grader.gradebook.view import grade_view
 from grader.report.contrast import ContrastMedians, class_medians
 from grader.report.env import render_page
 from grader.core.results import SubmissionResult
@@ -58,6 +59,9 @@ class StudentRow:
     percent: float | None
     miou: float | None
     miou_text: str
+    final: float | None = None  # after the staff's layers (overrides, late penalty: grade.json); else the score
+    final_text: str = "—"
+    adjusted: bool = False  # a layer changed or annotated this student's grade
 
 
 @dataclass(frozen=True)
@@ -178,11 +182,15 @@ def _student_row(item: Loaded) -> StudentRow:
     result, graded = item.result, item.result.status == "graded"
     miou = miou_of(result)
     percent = 100 * result.score / result.max_score if graded and result.max_score else None
+    layer = grade_view(result, item.student_dir, released=True)  # staff see every number
+    final = float(layer.final) if layer is not None and layer.final is not None else (
+        float(result.score) if graded else None)
     return StudentRow(
         student=result.student, href=_href(item.student_dir), status=result.status,
         score=float(result.score) if graded else None,
         score_text=f"{fmt(float(result.score))} / {fmt(float(result.max_score))}" if graded else "—",
-        percent=percent, miou=miou, miou_text=fmt(miou, 3),
+        percent=percent, miou=miou, miou_text=fmt(miou, 3), final=final, adjusted=layer is not None,
+        final_text=f"{fmt(final)} / {fmt(float(result.max_score))}" if final is not None else "—",
     )
 
 
