@@ -58,14 +58,17 @@ def grade(paths: Sequence[str | Path], *, rubric: Rubric | str | Path = DEFAULT_
           sandbox: str = "local", image: str | None = None, executor: str = "pool", jobs: int = 1,
           gpus: Sequence[str] = (), jobs_per_gpu: int = 1, regrade: bool = False,
           cache_dir: str | Path | None = None, ray_address: str | None = None, progress: Progress | None = None,
-          render: bool = True, unconfined_ok: bool = False, single: bool = False) -> list[SubmissionResult]:
+          render: bool = True, unconfined_ok: bool = False, single: bool = False,
+          layers: Layers = NO_LAYERS) -> list[SubmissionResult]:
     """Grade submissions (folders, .py, .zip, .ipynb, class folders) into ``out_dir``: result.json per
     student, summary.json, and (``render``) the reports and grades.csv, redrawing only what changed. An
     unchanged submission is not graded again unless ``regrade``. ``sandbox``: "local" | "docker" (``image``:
     its image); ``executor``: "pool" (``jobs`` at a time, or ``jobs_per_gpu`` per GPU of ``gpus``, each
     capped to that share of its GPU's memory) | "ray" (``ray_address``; 1/``jobs_per_gpu`` of a GPU per task). With ``render``, the graded submissions are also compared with each other for staff
     (``similarity``; never a score). ``single``: each path is one student's own upload, never read as a class
-    export (``grader serve``). Returns every student's result, sorted by name."""
+    export (``grader serve``). ``layers``: the staff's overrides, extensions and submission times the pages and
+    grades.csv apply (default: the output folder's own files, as ``report``). Returns every student's result,
+    sorted by name."""
     out = Path(out_dir)
     if jobs_per_gpu < 1:
         raise ValueError(f"jobs_per_gpu must be at least 1, not {jobs_per_gpu}")
@@ -81,7 +84,7 @@ def grade(paths: Sequence[str | Path], *, rubric: Rubric | str | Path = DEFAULT_
     if render:
         save_policy(out, loaded.late)  # `grader report DIR` applies it without the rubric
         compare_class(out, threshold=loaded.similarity.threshold, sources=[Path(p) for p in paths])
-        _reports(out, only_changed=True)
+        _reports(out, only_changed=True, layers=layers)
     return results
 
 

@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("paths", nargs="*", type=Path, help="submissions or folders of submissions")
     grade.add_argument("--out", type=Path, help="output folder (result.json per student, reports)")
     grade.add_argument("--regrade", action="store_true", help="grade again even if a result is up to date")
+    gradebook_command.add_layer_options(grade)  # the staff's files the pages and grades.csv apply, as `report`
     grade.add_argument("--gradescope", action="store_true",
                        help="run inside Gradescope's container: grade /autograder/submission, write "
                             "/autograder/results/results.json")
@@ -138,9 +139,15 @@ def cmd_grade(args: argparse.Namespace) -> int:
         print("grader grade: give the submissions and --out DIR, e.g. `grader grade examples/submissions "
               "--out results`", file=sys.stderr)
         return 2
+    absent = [f"--{name} {path}" for name, path in (("overrides", args.overrides), ("extensions", args.extensions),
+                                                     ("times", args.times)) if path is not None and not path.is_file()]
+    if absent:  # said before an hour of grading, not after it
+        print(f"grader grade: no such file: {', '.join(absent)}", file=sys.stderr)
+        return 2
     with Progress(enabled=not args.quiet) as progress:
         results = api.grade(args.paths, out_dir=args.out, executor=_executor(args), jobs=args.jobs,
-                            regrade=args.regrade, ray_address=args.address, progress=progress, **_engine(args))
+                            regrade=args.regrade, ray_address=args.address, progress=progress,
+                            layers=gradebook_command.layers_of(args), **_engine(args))
     return _report_batch(results, args.out)
 
 

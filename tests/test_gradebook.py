@@ -377,3 +377,27 @@ def test_the_class_index_shows_the_final_score_beside_the_autograded_one(tmp_pat
     rows = {r.split('data-sort="', 1)[1].split('"', 1)[0]: r for r in table.split("<tr>")[2:]}
     assert ">final<" in table and "30 / 45 *" not in rows["ada"] and "30 / 45</td>" in rows["ada"]
     assert "37.5 / 45 *" in rows["ben"] and 'data-sort="37.5"' in rows["ben"]
+
+
+def test_grader_grade_takes_the_staff_files_as_report_does(tmp_path: Path, capsys) -> None:
+    """`grader grade --overrides F` applies F to grades.csv and the pages of the batch it just graded; a file that
+    is not there is said before any grading."""
+    from venvs import UNIT_RUBRIC
+
+    rubric = tmp_path / "rubric.yaml"
+    rubric.write_text(UNIT_RUBRIC)
+    for student in ("ada", "ben"):  # a class: a folder of per-student folders
+        (tmp_path / "class" / student).mkdir(parents=True)
+        (tmp_path / "class" / student / "segmentation.py").write_text("def bilinear_kernel(factor):\n    return None\n")
+    out = tmp_path / "out"
+    assert main(["grade", str(tmp_path / "class"), "--out", str(out), "--rubric", str(rubric),
+                 "--overrides", str(tmp_path / "nowhere.csv")]) == 2
+    assert "no such file: --overrides" in capsys.readouterr().err and not out.exists()
+    staff = tmp_path / "staff-overrides.csv"
+    staff.write_text("student,check,points,adjust,comment,by\nada,bilinear_kernel,1.5,,Partly right by hand,TA Kim\n")
+    assert main(["grade", str(tmp_path / "class"), "--out", str(out), "--rubric", str(rubric),
+                 "--overrides", str(staff)]) == 0
+    with open(out / "grades.csv", newline="") as f:
+        [row] = [r for r in csv.DictReader(f) if r["student"] == "ada"]
+    assert (float(row["auto"]), float(row["final"])) == (0.0, 1.5)
+    assert "Partly right by hand" in (out / "ada" / "report.html").read_text()
