@@ -113,11 +113,93 @@ def test_a_net_that_did_not_train_scores_nothing_whatever_its_hooks(job, tmp_pat
     assert not torch.nn.modules.module._global_forward_hooks  # nothing of the cheat stays behind in this process
 
 
+# The student's OWN SegNet.forward memorises: the loop trains a little (the parameters change) and keeps the example
+# somewhere; forward answers from it when it recognises the example. The parameter probes catch each (overfit.py).
+MEMORISE = """
+_honest_loop, _Honest = overfit_single_example, SegNet
+_MEMO = {}
+
+
+def overfit_single_example(model, image, target, epochs):
+    _honest_loop(model, image, target, 1)  # a real step: the parameters change
+    remember(model, image.detach().clone(), _target_logits(target))
+    return [1.0 / (e + 1) ** 2 for e in range(epochs)]
+
+
+class SegNet(_Honest):
+    def forward(self, x):
+        out = super().forward(x)
+        found = recall(self, x)
+        return out if found is None or x.shape[-2:] != found.shape[-2:] else found.expand(x.shape[0], -1, -1, -1)
+"""
+MEMORIES = {
+    "a global dict keyed by the input": """
+def remember(model, image, logits):
+    _MEMO[round(float(image.sum()), 2)] = logits
+def recall(model, x):
+    return _MEMO.get(round(float(x.sum()), 2))
+""",
+    "an instance attribute": """
+def remember(model, image, logits):
+    object.__setattr__(model, "memo", (image, logits))
+def recall(model, x):
+    memo = vars(model).get("memo")
+    return memo[1] if memo is not None and memo[0].shape == x.shape and torch.allclose(memo[0], x) else None
+""",
+    "a class attribute": """
+def remember(model, image, logits):
+    type(model).memo = (image, logits)
+def recall(model, x):
+    memo = getattr(type(model), "memo", None)
+    return memo[1] if memo is not None and memo[0].shape == x.shape and torch.allclose(memo[0], x) else None
+""",
+    "the sum of the parameters": """
+def _key(model):
+    return round(sum(float(p.double().sum()) for p in model.parameters()), 6)
+def remember(model, image, logits):
+    _MEMO[_key(model)] = logits
+def recall(model, x):
+    return _MEMO.get(_key(model))
+""",
+    "the exact parameter values": """
+def _key(model):
+    return tuple(float(p.reshape(-1)[:4].double().sum()) for p in model.parameters())
+def remember(model, image, logits):
+    _MEMO[_key(model)] = logits
+def recall(model, x):
+    return _MEMO.get(_key(model))
+""",
+}
+
+
+@pytest.mark.parametrize("memory", sorted(MEMORIES))
+def test_a_segnet_whose_own_forward_recalls_the_example_scores_nothing(job, tmp_path: Path, memory: str) -> None:
+    result, stage = _grade(_module(MEMORISE + MEMORIES[memory]), job, tmp_path)
+    assert stage.outputs.record("trained")["parameters_changed"] is True  # it did train a little
+    counted = result.details["counted_mode"]
+    assert result.details["pixel_accuracy"][f"{counted}_mode"] >= 0.95  # and labels the example "perfectly"
+    assert (result.status, result.score) == ("failed", 0.0), result.message
+    said = "1/10,000 of itself" if memory == "the exact parameter values" else "parameters scrambled"
+    assert said in result.message and "what it learnt" in result.message, result.message
+
+
+def test_a_net_the_probes_cannot_run_fails_and_says_why(job, tmp_path: Path) -> None:
+    """A forward that refuses changed parameters cannot hide from the probes: the net fails, saying so."""
+    refuses = MEMORISE + MEMORIES["the exact parameter values"].replace(
+        "return _MEMO.get(_key(model))", "if _MEMO and _key(model) not in _MEMO:\n        raise RuntimeError('no')\n"
+        "    return _MEMO.get(_key(model))")
+    result, _ = _grade(_module(refuses), job, tmp_path)
+    assert (result.status, result.score) == ("failed", 0.0)
+    assert "could not run the trained net with its parameters changed" in result.message, result.message
+
+
 def test_the_reference_still_overfits_and_nothing_is_undone(job, tmp_path: Path) -> None:
     result, stage = _grade(_module(), job, tmp_path)
     assert (result.status, result.score) == ("passed", 15.0), result.message
     assert stage.outputs.record("trained") == {"ok": True, "parameters_changed": True, "undone": []}
     assert "undone_before_evaluation" not in result.details
+    probes = result.details["parameter_probes"]  # learnt in its parameters: scrambled they know nothing, nudged all
+    assert probes["scrambled"]["object_recall"] < 0.5 and probes["nudged"]["pixel_accuracy"] >= 0.95, probes
 
 
 def test_for_evaluation_leaves_an_honest_net_computing_the_same(tmp_path: Path) -> None:

@@ -22,7 +22,12 @@ from grader.core.lazy import numpy as np
 from grader.core.lazy import torch
 from grader.core.outputs import OutputError
 
-__all__ = ["KIND", "OverfitSpec", "cross_entropy"]
+__all__ = ["KIND", "OverfitSpec", "cross_entropy", "probe_parameters"]
+
+PROBE_SEED_OFFSET = 7919  # the probes' noise and permutations: derived from the check's seed (same grade)
+PROBE_NUDGE = 1e-4  # relative size of the nudge
+_NUDGE_LOSS = 0.10  # a nudge may cost an honest net at most this much pixel accuracy
+_OBJECT_RECALL = 0.5  # scrambled parameters still labelling this share of the object pixels: not learnt
 
 voc = LazyModule("grader.core.voc")  # IGNORE_INDEX (numpy and PIL: loaded on first use)
 
@@ -91,6 +96,7 @@ def run(student: Any, config: dict, job: Path, writer: Any, device: str) -> None
         model.train(mode == "train")
         with torch.no_grad():
             writer.record(f"logits_{mode}", {"ok": True, "file": writer.array(f"logits_{mode}", model(image).float())})
+    probe_parameters(model, image, writer, seed=config["seed"] + PROBE_SEED_OFFSET)
     if "unseen" in config:  # the contrast: the memorising net on an image it never saw (never fails the check)
         unseen = np.load(job / config["unseen"], allow_pickle=False)
         for mode in ("train", "eval"):
@@ -100,6 +106,38 @@ def run(student: Any, config: dict, job: Path, writer: Any, device: str) -> None
                 writer.record(f"unseen_{mode}", {"ok": True, "file": pred})
             except Exception as exc:  # noqa: BLE001 - the student's net on another size: no picture, no penalty
                 writer.error(f"unseen_{mode}", exc)
+
+
+def probe_parameters(model: Any, image: Any, writer: Any, *, seed: int) -> None:
+    """Where the trained net's labels come from, asked of the net (never of the student's word): its label maps of
+    the example with its parameters SCRAMBLED (each tensor's values permuted: the same values, the learnt layout
+    gone) and NUDGED (each value times 1 + 1e-4 noise: an honest net barely moves), in train and eval mode, each
+    from the trained state. The host judges them (``_provenance``). torch.nn.Module's own methods throughout: a
+    class that overrides ``parameters`` or ``load_state_dict`` changes nothing here."""
+    module = torch.nn.Module
+    params = [p for _, p in module.named_parameters(model)]
+    buffers = [b for _, b in module.named_buffers(model)]
+    saved_params, saved_buffers = [p.detach().clone() for p in params], [b.detach().clone() for b in buffers]
+    generator = torch.Generator().manual_seed(seed)
+    changes = {"scrambled": lambda v: v.reshape(-1)[torch.randperm(v.numel(), generator=generator).to(v.device)]
+               .reshape(v.shape),
+               "nudged": lambda v: v * (1 + PROBE_NUDGE * torch.randn(v.shape, generator=generator).to(v.device))}
+    try:
+        for name, change in changes.items():
+            changed = [change(v) if v.is_floating_point() else v for v in saved_params]
+            for mode in ("train", "eval"):
+                with torch.no_grad():
+                    for target, value in (*zip(params, changed), *zip(buffers, saved_buffers)):
+                        target.copy_(value)  # every forward starts from the trained state (BN's statistics too)
+                    model.train(mode == "train")
+                    labels = model(image)[0].argmax(0).to(torch.uint8)
+                writer.record(f"{name}_{mode}", {"ok": True, "file": writer.array(f"{name}_{mode}", labels)})
+    except Exception as exc:  # noqa: BLE001 - the host fails a net it could not ask (``_provenance``)
+        writer.error("probes", exc)
+    finally:
+        with torch.no_grad():
+            for target, value in (*zip(params, saved_params), *zip(buffers, saved_buffers)):
+                target.copy_(value)
 
 
 def cross_entropy(logits: Any, target: Any, *, ignore_index: int = 255) -> float:
@@ -162,6 +200,8 @@ def judge(spec: OverfitSpec, stage: StageResult, ctx: JudgeContext) -> Judged:
     if not acc[counted] >= spec.min_pixel_accuracy:
         problems.append(f"the trained net labels {acc[counted]:.1%} of the example's pixels correctly "
                         f"({counted} mode), below {spec.min_pixel_accuracy:.0%}")
+    elif not problems:  # it labels the example: do its trained parameters make it so?
+        problems += _provenance(stage, target, counted, acc[counted], spec, details)
     art = {"overfit": {"image": host["image"], "target": target,
                        "pred": logits[counted][0].argmax(0).astype(np.uint8), **_unseen(stage, host, counted, ctx.num_classes)}}
     details["contrast"] = {"seen": contrast_cell(target, art["overfit"]["pred"], ctx.num_classes),
@@ -175,6 +215,40 @@ def judge(spec: OverfitSpec, stage: StageResult, ctx: JudgeContext) -> Judged:
         return Judged(result(spec, "failed", 0.0, said, **details), art)
     return Judged(result(spec, "passed", spec.points, f"Loss below {spec.loss_bound:g} at epoch {below}; "
                          f"{acc[counted]:.1%} of pixels right ({counted} mode).", **details), art)
+
+
+def _provenance(stage: StageResult, target: Any, mode: str, trained_acc: float, spec: OverfitSpec,
+                details: dict) -> list[str]:
+    """What the parameter probes (``probe_parameters``) say of a net that labels the example: nothing when its
+    labels come from its trained parameters; else the problem, in words. A net that could not be asked fails."""
+    labelled = target != voc.IGNORE_INDEX
+    objects = labelled & (target != 0)
+    found = {}
+    for probe in ("scrambled", "nudged"):
+        try:
+            pred = stage.outputs.array(f"{probe}_{mode}")
+            if pred.shape != target.shape or not np.issubdtype(pred.dtype, np.integer):
+                raise OutputError(f"a label map of shape {list(pred.shape)}")
+        except OutputError as exc:
+            said = stage.outputs.record("probes") or {}
+            why = str(said.get("error") or exc)[:200]
+            return [f"the grader could not run the trained net with its parameters changed ({why}); it asks every "
+                    "net so, to see that its labels come from what it learnt"]
+        right = pred == target
+        found[probe] = {"pixel_accuracy": float(right[labelled].mean()) if labelled.any() else float("nan"),
+                        "object_recall": float(right[objects].mean()) if objects.any() else float("nan")}
+    details["parameter_probes"] = {"mode": mode, **found}
+    scrambled, nudged = found["scrambled"], found["nudged"]
+    if scrambled["pixel_accuracy"] >= spec.min_pixel_accuracy and scrambled["object_recall"] >= _OBJECT_RECALL:
+        return [f"with its parameters scrambled (each tensor's values permuted) the net still labels "
+                f"{scrambled['pixel_accuracy']:.1%} of the example's pixels and {scrambled['object_recall']:.0%} of "
+                "its objects right: its labels do not come from what it learnt (an example or its labels kept "
+                "somewhere and looked up?); the overfit net must learn the example in its parameters"]
+    if nudged["pixel_accuracy"] < trained_acc - _NUDGE_LOSS:
+        return [f"changing each parameter by 1/10,000 of itself drops the labelled pixels from {trained_acc:.1%} to "
+                f"{nudged['pixel_accuracy']:.1%}: an honest trained net barely moves, so its labels hang on the "
+                "exact parameter values, not on what it learnt"]
+    return []
 
 
 def _unseen(stage: StageResult, host: dict, mode: str, num_classes: int) -> dict[str, Any]:
