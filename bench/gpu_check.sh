@@ -10,7 +10,7 @@
 #        cores: BENCH_CORES, default 0,1; BENCH_TIMEOUT_S each, default 240; BENCHES, the scripts and their
 #        arguments separated by ';', default "overhead.py --rounds 3;scaling.py;regrade.py"),
 #        THROUGHPUT=1 (then bench/gpu_throughput.py: K = 1, 2, 4, 8 jobs on GPU 0, bounded by THROUGHPUT_TIMEOUT_S,
-#        default 480, with THROUGHPUT_ARGS, default "--n 8 --ks 1,2,4,8 --scale 0.25 --budget-s 330": a quarter of
+#        default 480, with THROUGHPUT_ARGS, default "--n 8 --ks 1,2,4,8 --scale 0.25 --designs ben,eve --budget-s 330": a quarter of
 #        the VOC-sized splits so that it fits ~8 minutes; --scale 1 is the full workload), THROUGHPUT=only (the
 #        environment and the throughput bench alone).
 set -uo pipefail
@@ -80,10 +80,10 @@ grade() {  # $1: label, rest: extra grader arguments
 }
 
 throughput() {  # jobs sharing one GPU: bench/gpu_throughput.py, bounded
-  section "bench/gpu_throughput.py ${THROUGHPUT_ARGS:---n 8 --ks 1,2,4,8 --scale 0.25 --budget-s 330}"
+  section "bench/gpu_throughput.py ${THROUGHPUT_ARGS:---n 8 --ks 1,2,4,8 --scale 0.25 --designs ben,eve --budget-s 330}"
   # shellcheck disable=SC2086 # the bench's arguments are words
   timeout "${THROUGHPUT_TIMEOUT_S:-480}" "$VPY" bench/gpu_throughput.py \
-    ${THROUGHPUT_ARGS:---n 8 --ks 1,2,4,8 --scale 0.25 --budget-s 330} || echo "bench/gpu_throughput.py: exit code $?"
+    ${THROUGHPUT_ARGS:---n 8 --ks 1,2,4,8 --scale 0.25 --designs ben,eve --budget-s 330} || echo "bench/gpu_throughput.py: exit code $?"
 }
 
 if [ "${THROUGHPUT:-0}" = only ]; then

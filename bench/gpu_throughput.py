@@ -1,15 +1,17 @@
 """GPU throughput: one class graded at K = 1, 2, 4, 8 jobs per GPU on one GPU (goal: K = 4 >= 3x K = 1, same scores).
 
 Usage: python bench/gpu_throughput.py [--gpu 0] [--n 8] [--ks 1,2,4,8] [--rubric rubrics/voc_scale.yaml]
-                                      [--scale 1.0] [--design examples/submissions/ben] [--budget-s 0]
-The class: N copies, half of ``reference/`` and half of an example design (``--design``; a comment makes each
-copy's content hash its own), graded with the local sandbox, ``--gpus GPU --jobs-per-gpu K`` for each K,
+                                      [--scale 1.0] [--designs ben,eve] [--budget-s 0]
+The class: N copies, in turn of ``reference/`` and of each example design (``--designs``: names under
+examples/submissions or paths; a comment makes each copy's content hash its own), graded with the local sandbox, ``--gpus GPU --jobs-per-gpu K`` for each K,
 regraded afresh every time. The embedded dataset is generated and the job prepared for the GPU once, before
 any clock (both are cached, as for every batch after a rubric's first). ``--scale`` shrinks the rubric's splits
 (n_train, n_val) for a short run: 1.0 is the VOC-sized workload. Printed per K: submissions per hour (whole
 batch and worker phase), the ratio to K = 1, the GPU memory peak per job (nvidia-smi's per-process samples,
 so CUDA's context included) and the GPU utilisation samples, and whether every check's score equals K = 1's.
-``--budget-s``: skip the K values that would start after that many seconds (0: no limit).
+``--budget-s``: skip the K values that would start after that many seconds (0: no limit). With ``eve`` (a
+ResNet-18 encoder loading ``ResNet18_Weights.IMAGENET1K_V1``) among the designs, the rubric provides that weight:
+a generated stand-in (bench/pretrained.py), or ``--weights resnet18-f37072fd.pth``, the real file.
 Exit codes: 0 measured and every score equal; 1 a score differs or a submission was not graded; 2 no GPU.
 """
 from __future__ import annotations
@@ -88,13 +90,22 @@ class GpuSampler:
                     self.peak_by_pid[parts[1]] = max(self.peak_by_pid.get(parts[1], 0), int(parts[2]))
 
 
-def write_class(root: Path, n: int, design: Path) -> Path:
-    """``n`` submissions, alternately the reference and ``design``, each copy's content hash its own."""
-    bases = (REPO / "reference" / "segmentation.py", design / "segmentation.py")
+def design_path(design: str) -> Path:
+    """An example design by name (examples/submissions/<name>) or a folder holding segmentation.py."""
+    path = Path(design) if "/" in design else REPO / "examples" / "submissions" / design
+    if not (path / "segmentation.py").is_file():
+        sys.exit(f"gpu_throughput: no {path}/segmentation.py (--designs takes names under examples/submissions)")
+    return path
+
+
+def write_class(root: Path, n: int, designs: list[Path]) -> Path:
+    """``n`` submissions, in turn the reference and each of ``designs``, each copy's content hash its own."""
+    bases = (REPO / "reference", *designs)
     for i in range(n):
         folder = root / f"student{i:03d}"
         folder.mkdir(parents=True)
-        (folder / "segmentation.py").write_text(bases[i % 2].read_text() + f"\n# copy {i}\n")
+        (folder / "segmentation.py").write_text((bases[i % len(bases)] / "segmentation.py").read_text() +
+                                                f"\n# copy {i}\n")
     return root
 
 
@@ -137,11 +148,14 @@ def _report(k: int, run: dict, base: dict | None, n: int) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gpu", default="0")
-    parser.add_argument("--n", type=int, default=8, help="submissions in the class (half reference, half design)")
+    parser.add_argument("--n", type=int, default=8, help="submissions in the class (the reference and the designs "
+                                                          "in turn)")
     parser.add_argument("--ks", default="1,2,4,8", help="jobs per GPU to measure; the first is the baseline")
     parser.add_argument("--rubric", type=Path, default=REPO / "rubrics" / "voc_scale.yaml")
     parser.add_argument("--scale", type=float, default=1.0, help="share of the rubric's n_train / n_val")
-    parser.add_argument("--design", type=Path, default=REPO / "examples" / "submissions" / "ben")
+    parser.add_argument("--designs", default="ben", help="example designs beside the reference, comma-separated")
+    parser.add_argument("--weights", type=Path, default=None, help="the real resnet18-f37072fd.pth for eve "
+                                                                   "(else a generated stand-in)")
     parser.add_argument("--budget-s", type=float, default=0.0, help="skip K values starting after this (0: none)")
     args = parser.parse_args()
     ks = [int(k) for k in args.ks.split(",")]
@@ -152,21 +166,28 @@ def main() -> int:
     from grader.job.prepare import prepare_job
     from grader.rubric import load_rubric
 
-    rubric = load_rubric(args.rubric)
+    designs = [design_path(d.strip()) for d in args.designs.split(",") if d.strip()]
+    work = Path(tempfile.mkdtemp(prefix="bench-gpu-"))
+    cache = work / "cache"
+    if any(d.name == "eve" for d in designs):  # a ResNet-18 encoder: the course provides its weight
+        from pretrained import with_resnet18
+
+        rubric, _ = with_resnet18(args.rubric.read_text(), work, cache, args.weights)
+    else:
+        rubric = load_rubric(args.rubric)
     if args.scale != 1.0:
         ds = rubric.dataset
         rubric = dataclasses.replace(rubric, dataset=dataclasses.replace(
             ds, n_train=max(1, round(ds.n_train * args.scale)), n_val=max(1, round(ds.n_val * args.scale))))
-    work = Path(tempfile.mkdtemp(prefix="bench-gpu-"))
     try:
-        klass, cache = write_class(work / "class", args.n, args.design), work / "cache"
+        klass = write_class(work / "class", args.n, designs)
         with Clock() as first:
             data_root(rubric, cache_dir=cache)
             prepare_job(rubric, job_dir=work / "first" / "job", host_dir=work / "first" / "host", cache_dir=cache,
                         device="cuda")
         ds = rubric.dataset
         print(f"machine: {machine()}; GPU {args.gpu}: {name}")
-        print(f"class of {args.n} ({args.n - args.n // 2} reference, {args.n // 2} {args.design.name}); {args.rubric.name}"
+        print(f"class of {args.n} (the reference, {', '.join(d.name for d in designs)} in turn); {args.rubric.name}"
               f": {ds.n_train} train / {ds.n_val} val at {ds.size} px (scale {args.scale:g}); dataset and job "
               f"prepared before the clocks in {first.seconds:.1f} s")
         runs: dict[int, dict] = {}

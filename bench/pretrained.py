@@ -70,6 +70,21 @@ def _stand_in(folder: Path) -> tuple[Path, str]:
     return path, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def with_resnet18(rubric_text: str, work: Path, cache: Path, weights: Path | None = None) -> tuple[object, bool]:
+    """(the rubric of ``rubric_text`` plus a ``pretrained:`` entry for ResNet-18, True when the weight is the
+    generated stand-in), the weight added to ``cache``: the real file when given, else a generated one."""
+    if weights:
+        weight, entry, stand_in = weights, "[ResNet18_Weights.IMAGENET1K_V1]", False
+    else:
+        weight, digest = _stand_in(work)
+        entry, stand_in = f"[{{file: {TV_FILE}, sha256: {digest}}}]", True
+    rubric_path = work / "rubric.yaml"
+    rubric_path.write_text(rubric_text + f"\npretrained: {entry}\n")
+    rubric = load_rubric(rubric_path)
+    add([weight], rubric=rubric, cache_dir=cache)
+    return rubric, stand_in
+
+
 def _step_times(rubric: object, cache: Path, work: Path, rounds: int) -> dict:
     """Seconds per training step of eve and the reference, measured together (their ratio is the figure)."""
     home = provide(rubric, cache_dir=cache, scratch=work)  # the torch home a stage sees: eve loads offline
@@ -100,16 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="seg-bench-pretrained-"))
     os.environ["TORCH_HOME"] = str(work / "no-user-torch-cache")  # only what the rubric provides
-    if args.weights:
-        weight, entry, stand_in = args.weights, "[ResNet18_Weights.IMAGENET1K_V1]", False
-    else:
-        weight, digest = _stand_in(work)
-        entry, stand_in = f"[{{file: {TV_FILE}, sha256: {digest}}}]", True
-    rubric_path = work / "rubric.yaml"
-    rubric_path.write_text(args.rubric.read_text() + f"\npretrained: {entry}\n")
-    rubric = load_rubric(rubric_path)
     cache = (args.cache_dir or work / "cache").resolve()
-    add([weight], rubric=rubric, cache_dir=cache)
+    rubric, stand_in = with_resnet18(args.rubric.read_text(), work, cache, args.weights)
     steps = _step_times(rubric, cache, work, args.step_rounds)
     load_before = os.getloadavg()
     results = api.grade([REPO / "examples" / "submissions" / "eve", REPO / "reference"], rubric=rubric,
