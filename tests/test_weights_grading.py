@@ -5,7 +5,7 @@ Docker), and, when it does not, a failure that says what grading provides instea
 The weight is the test's generated checkpoint (test_weights.checkpoint): a random ResNet-18 under torchvision's
 file name, declared with its sha256. Random weights are no ImageNet features: within the test rubric's budget its
 full training stays near the all-background mIoU (bench/pretrained.py measures the production rubric), so the
-rubric here is the test rubric without full training, with the production overfit length (40 epochs). What it
+rubric here is the test rubric without full training, with the production overfit length (60 epochs). What it
 proves is the weights' part: the net is built from the provided file, offline, and learns (overfit).
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ checks:
 
 def eve_rubric(tmp_path: Path, entries: str) -> Rubric:
     text = (REPO / "tests" / "rubric_small.yaml").read_text()
-    text = text.replace("epochs: 20, loss_bound", "epochs: 40, loss_bound").split("  - {id: full_training")[0]
+    text = text.replace("epochs: 20, loss_bound", "epochs: 60, loss_bound").split("  - {id: full_training")[0]
     text = text.replace("overfit: {timeout_s: 60", "overfit: {timeout_s: 300")  # 11M parameters on a shared CPU
     text = text.replace("points: 15, requires: [model_shapes], seed: 6", "points: 35, requires: [model_shapes], seed: 6")
     path = tmp_path / "rubric.yaml"
