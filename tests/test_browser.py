@@ -41,8 +41,9 @@ class Chromium:
         self._from_child, from_child_w = os.pipe()
 
         def wire_fds() -> None:  # the pipe protocol wants exactly fd 3 (commands) and fd 4 (replies)
-            os.dup2(to_child_r, 3)
-            os.dup2(from_child_w, 4)
+            high = [os.dup(fd) for fd in (to_child_r, from_child_w)]  # neither clobbers the other; and a pipe end
+            os.dup2(high[0], 3)  # already AT 3 (a fresh interpreter's first pipe) still loses close-on-exec
+            os.dup2(high[1], 4)
 
         self.process = subprocess.Popen(
             [str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", "about:blank"],
