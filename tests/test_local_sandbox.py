@@ -245,3 +245,28 @@ def test_a_stage_that_ignores_threads_gets_no_more_than_its_cpu_share(tmp_path: 
     spent = json.loads(run.stdout)
     assert spent["processes"] >= 2
     assert spent["cpu"] <= 1.2 * spent["wall"], spent  # uncapped: about processes x wall
+
+
+def test_a_fork_server_killed_outright_leaves_no_stage_cgroup_behind(tmp_path: Path) -> None:
+    """A stage cgroup whose fork server died before reaping (SIGKILL, the OOM killer) is empty and its pid gone:
+    the next fork server removes it; a live process's cgroup (another grader's stage) is left alone."""
+    from grader.sandbox import cpushare
+
+    run = _run(tmp_path, "spin_all_cores.py", "0.1", threads=1)  # makes the seg-grader folder where it can
+    if "CPU NOT capped" in run.isolation:
+        pytest.skip(run.isolation.split("CPU NOT capped: ")[1].split(";")[0])
+    base = next(f"{m}/seg-grader" for m in cpushare._mounts() if m and os.path.isdir(f"{m}/seg-grader"))
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer exists
+    stale, live = f"{base}/stage-{dead.pid}", f"{base}/stage-{os.getpid()}"
+    os.makedirs(stale)
+    os.makedirs(live)
+    try:
+        (tmp_path / "again").mkdir()
+        _run(tmp_path / "again", "spin_all_cores.py", "0.1", threads=1)  # a new fork server starts
+        assert not os.path.exists(stale)
+        assert os.path.isdir(live)
+    finally:
+        for folder in (stale, live):
+            if os.path.isdir(folder):
+                os.rmdir(folder)

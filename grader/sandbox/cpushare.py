@@ -3,7 +3,8 @@
 Budgets are wall-clock, so at ``-j N`` a stage that ignores ``threads`` (spinning every core) would make its
 neighbour's training run out of time. Each stage therefore joins, before it is confined, a cgroup of its own
 under ``<cpu hierarchy>/seg-grader/``: ``cpu.max`` (cgroup v2) or ``cpu.cfs_quota_us`` (v1's cpu controller)
-set to ``threads`` x the period. The fork server removes the cgroup once it has reaped the stage.
+set to ``threads`` x the period. The fork server removes the cgroup once it has reaped the stage, and when it
+starts, the empty ones a fork server killed outright (SIGKILL, out of memory) left behind (``sweep``).
 
 Where no cpu controller can be written (no cgroup fs, v2 without the cpu controller delegated, an ordinary
 user), the stage runs without a share and says so in its isolation line (provenance). Trusted, stdlib only.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["PERIOD_US", "join", "remove"]
+__all__ = ["PERIOD_US", "join", "remove", "sweep"]
 
 PERIOD_US = 100_000
 _GROUP = "seg-grader"
@@ -100,3 +101,37 @@ def remove(pid: int) -> None:
                 os.rmdir(f"{mount}/{_GROUP}/stage-{pid}")
             except OSError:
                 pass
+
+
+def sweep() -> list[str]:
+    """Remove the stage cgroups whose process is gone (left by a fork server that died before it could reap):
+    only ``stage-<pid>`` of a pid that no longer exists, and only when empty (the kernel refuses a cgroup that
+    still holds a process). A concurrent grader's cgroups belong to live pids and are left alone. Returns the
+    paths removed."""
+    removed = []
+    for mount in _mounts():
+        folder = f"{mount}/{_GROUP}" if mount is not None else None
+        try:
+            names = os.listdir(folder) if folder else []
+        except OSError:
+            continue
+        for name in names:
+            pid = name.removeprefix("stage-")
+            if not (name.startswith("stage-") and pid.isdigit()) or _alive(int(pid)):
+                continue
+            try:
+                os.rmdir(f"{folder}/{name}")
+                removed.append(f"{folder}/{name}")
+            except OSError:
+                pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: someone else's live process
+        return True
+    return True

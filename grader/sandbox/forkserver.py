@@ -75,6 +75,8 @@ class Server:
         self.selector = selectors.DefaultSelector()
         self.selector.register(sock, selectors.EVENT_READ)
         self.selector.register(self.wake_r, selectors.EVENT_READ)
+        if not container:
+            cpushare.sweep()  # the empty stage cgroups of a fork server that was killed outright
 
     def serve(self) -> None:
         while True:
