@@ -89,6 +89,9 @@ def test_the_public_validation_split_is_drawn_from_the_seed_whatever_the_key(tmp
              for k in ("aa", "bb")]
     public = [load_split(root, "public_val", size=32) for root in keyed]
     assert len(public[0][0]) == PUBLIC_VAL_IMAGES
+    from grader import rubric
+
+    assert shapes.PUBLIC_VAL_SPLIT == rubric.PUBLIC_VAL_SPLIT == "public_val"  # the generator's name, the rubric's
     assert all(np.array_equal(x, y) for x, y in zip(public[0], public[1]))
     for other in ("val", "train"):
         images, _ = load_split(keyed[0], other, size=32)
