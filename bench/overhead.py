@@ -35,6 +35,9 @@ from common import REPO, Clock, machine  # noqa: I001 (bench/ on sys.path)
 import torch
 
 from grader.batch.grading import prepare_batch
+from grader.checks import integrity
+from grader.checks.base import UNIT_STAGES
+from grader.checks.forbidden import install_guards
 from grader.job.expected import reference_module
 from grader.intake.discover import prepare_submission
 from grader.checks import kind_of, stage_of
@@ -88,9 +91,23 @@ def _stages(rubric: Rubric) -> list[str]:
 
 
 def _call_stage(stage: str, job: Path, student: object, out: Path, device: str) -> None:
+    """One stage as ``grader.runner.main`` runs it (the guards and the integrity snapshot of a guarded unit stage,
+    its records), minus what cannot be undone in a process that runs every stage: the Landlock seal of the cases."""
     stages = stage_configs(job, json.loads((job / "job.json").read_text())["stages"], stage)
     out.mkdir(parents=True)
-    run_stage(student, stage, stages, job, StageWriter(out, stage), device)
+    writer = StageWriter(out, stage)
+    guarded = stage in UNIT_STAGES and any(c.get("record_ops") for c in stages.get(stage, {}).get("checks", []))
+    tampered = None
+    if guarded:
+        install_guards()
+        tampered = integrity.snapshot()
+    if stage in UNIT_STAGES:
+        writer.record("import_ops", {"ok": True, "seal": {"sealed": False, "why": "in-process benchmark"}})
+    try:
+        run_stage(student, stage, stages, job, writer, device, None, tampered)
+    finally:
+        if tampered is not None:
+            writer.record("integrity", {"ok": True, "changed": tampered()})
 
 
 def _judge_all(batch: BatchSetup, stages: dict[str, StageResult]) -> dict[str, float]:
